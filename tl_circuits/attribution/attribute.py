@@ -1,0 +1,152 @@
+"""``attribute``: one forward pass of the replacement model, then batched backward passes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..graph import Graph, TargetInfo
+from ..graph.influence import influence_from_rows
+from ..hosts import as_host
+from ..hosts.base import Host
+from ..replacement import check_compatible, run_replacement
+from ..transcoders import TranscoderSet
+from .engine import RowEngine, feature_reads, target_reads
+from .layout import build_layout
+from .targets import TargetSpec, custom_targets, default_targets
+
+
+def attribute(
+    model: Any,
+    transcoders: Any,
+    prompt: str | Sequence[int] | torch.Tensor,
+    *,
+    targets: Sequence[TargetSpec] | None = None,
+    max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
+    max_feature_nodes: int | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> Graph:
+    """The attribution graph of ``prompt``: direct effects between features, errors, tokens, targets.
+
+    Args:
+        model: a ``HookedTransformer`` (or any object a host adapts).
+        transcoders: a :class:`TranscoderSet` (or a list of transcoders to make one). Layers it
+            does not cover become one error node per position.
+        prompt: a string (BOS added only if the tokenizer adds one), or token ids used as given.
+        targets: None for the most likely next tokens (until their probabilities reach
+            ``desired_logit_prob``, at most ``max_n_logits``), or a list of token ids,
+            single-token strings, pairs ``(a, b)`` for logit(a) - logit(b), or d_model vectors.
+        max_feature_nodes: at most this many feature rows; chosen by influence on the targets,
+            re-ranked after every batch of rows. None computes a row for every active feature.
+        batch_size: targets read per backward pass (the forward pass holds that many copies).
+
+    Returns:
+        A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
+    """
+    host = as_host(model)
+    if not isinstance(transcoders, TranscoderSet):
+        transcoders = TranscoderSet(transcoders)
+    check_compatible(host, transcoders)
+    transcoders = transcoders.to(device=host.device, dtype=host.dtype)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    tokens, prompt_text = _tokens(host, prompt)
+    has_bos = host.bos_token_id is not None and int(tokens[0]) == host.bos_token_id
+    if has_bos and tokens.numel() == 1:
+        raise ConfigError("the prompt holds only the BOS token; give it some text")
+
+    state = run_replacement(host, transcoders, tokens, batch=batch_size)
+    last = state.logits[0, -1].detach()
+    if targets is None:
+        target_list, vectors = default_targets(
+            host, last, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob
+        )
+    else:
+        target_list, vectors = custom_targets(host, last, targets)
+    layout = build_layout(state, tokens, host.n_layers, has_bos=has_bos, n_targets=len(target_list))
+    engine = RowEngine(state, layout, transcoders)
+
+    n_feat = layout.n_features
+    budget = n_feat if max_feature_nodes is None else min(max(0, max_feature_nodes), n_feat)
+    n_passes = -(-len(target_list) // batch_size) + -(-budget // batch_size)
+    bar = tqdm(total=n_passes, desc="attribution passes", disable=not progress, unit="pass")
+    target_rows = engine.rows(target_reads(vectors, int(tokens.numel()) - 1))
+    bar.update(-(-len(target_list) // batch_size))
+    row_nodes = [torch.arange(layout.target_offset, layout.n_nodes)]
+    blocks = [target_rows]
+    if budget == n_feat:
+        order = torch.arange(n_feat)
+        for lo in range(0, n_feat, batch_size):
+            ids = order[lo : lo + batch_size]
+            blocks.append(engine.rows(feature_reads(layout, transcoders, ids)))
+            row_nodes.append(ids)
+            bar.update(1)
+    else:
+        weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
+        visited = torch.zeros(n_feat, dtype=torch.bool)
+        while int(visited.sum()) < budget:
+            rows = torch.cat(blocks)
+            seed = torch.cat([weights, torch.zeros(rows.shape[0] - len(target_list), dtype=torch.float64)])
+            infl = influence_from_rows(rows, torch.cat(row_nodes), seed)[:n_feat].cpu()
+            infl[visited] = -1.0
+            k = min(batch_size, budget - int(visited.sum()))
+            ids = torch.sort(infl.topk(k).indices).values
+            visited[ids] = True
+            blocks.append(engine.rows(feature_reads(layout, transcoders, ids)))
+            row_nodes.append(ids)
+            bar.update(1)
+    bar.close()
+
+    rows = torch.cat(blocks).detach()
+    computed = torch.cat(row_nodes)
+    sparse_rows = rows.cpu().to_sparse()
+    index = sparse_rows.indices().clone()
+    index[0] = computed[index[0]]
+    n = layout.n_nodes
+    adjacency = torch.sparse_coo_tensor(index, sparse_rows.values(), (n, n)).coalesce()
+    tables = layout.node_tables()
+    del state, engine
+    return Graph.from_tables(
+        kind=tables["kind"], layer=tables["layer"], position=tables["position"],
+        index=tables["index"], adjacency=adjacency, activations=layout.feat_act.detach().cpu(),
+        targets=[TargetInfo(t.label, t.kind, t.token_ids, t.probability, t.weight) for t in target_list],
+        target_vectors=vectors.detach().cpu(), prompt=prompt_text, tokens=tokens.tolist(),
+        str_tokens=host.token_strings(tokens.tolist()),
+        settings={
+            "max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob,
+            "max_feature_nodes": max_feature_nodes, "batch_size": batch_size,
+            "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
+            "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
+        },
+        rows_computed=computed,
+    )
+
+
+def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> tuple[Int[torch.Tensor, " pos"], str | None]:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty; give some text or token ids")
+        tokens, text = host.tokenize(prompt), prompt
+    else:
+        tokens = torch.as_tensor(prompt, dtype=torch.long).flatten() if not isinstance(prompt, torch.Tensor) else prompt
+        if tokens.dim() != 1:
+            raise ConfigError(f"token ids must be 1-D (one prompt), got shape {tuple(tokens.shape)}")
+        tokens, text = tokens.long().cpu(), None
+    if tokens.numel() == 0:
+        raise ConfigError("the prompt is empty; give some text or token ids")
+    if host.n_ctx is not None and tokens.numel() > host.n_ctx:
+        raise ConfigError(
+            f"the prompt is {tokens.numel()} tokens, longer than the model's context of "
+            f"{host.n_ctx}; shorten it"
+        )
+    d_vocab = host.W_U.shape[1]
+    if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
+        raise ConfigError(f"token ids must lie in 0..{d_vocab - 1} (the vocabulary)")
+    return tokens, text

@@ -1,0 +1,139 @@
+"""Rows of the adjacency matrix from batched backward passes over one retained forward graph.
+
+Row ``t`` holds the direct effects on node ``t``: ``A[t, s] = < v_s , d h_t / d y(site_s) >``
+where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writes at its site
+``y(site_s)``. Each backward pass reads up to ``batch`` targets at once, one per copy of the
+prompt in the forward batch, and the gradients at the write sites are contracted with every
+source's write vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+
+from ..replacement import ReplacementState
+from ..transcoders import TranscoderSet
+from .layout import NodeLayout
+
+#: Largest number of elements a gathered gradient block may hold during contraction.
+_GATHER_ELEMENTS = 1 << 24
+
+
+@dataclass
+class ReadOuts:
+    """Targets to read in one backward pass: a site (layer, or None for the final residual),
+    a position and a direction each."""
+
+    layer: list[int | None]
+    pos: list[int]
+    vectors: Float[torch.Tensor, "n d"]
+
+
+class RowEngine:
+    """Computes adjacency rows for read-outs, reusing one replacement forward pass."""
+
+    def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: TranscoderSet):
+        self.state = state
+        self.layout = layout
+        self.transcoders = transcoders
+        self.batch = int(state.logits.shape[0])
+        self.n_layers = layout.n_layers
+        # What each feature writes, per output layer: activation * decoder row.
+        self.writes: dict[int, dict[int, torch.Tensor]] = {}
+        for layer in transcoders.layers:
+            sl = layout.feature_slice(layer)
+            idx = layout.feat_idx[sl].to(layout.feat_act.device)
+            act = layout.feat_act[sl]
+            self.writes[layer] = {
+                out: vec * act[:, None] for out, vec in transcoders.decoder_vectors(layer, idx).items()
+            }
+
+    def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
+        """Adjacency rows for the read-outs, in chunks of at most ``batch``."""
+        out = []
+        for lo in range(0, len(reads.pos), self.batch):
+            hi = min(lo + self.batch, len(reads.pos))
+            chunk = ReadOuts(reads.layer[lo:hi], reads.pos[lo:hi], reads.vectors[lo:hi])
+            out.append(self._chunk_rows(chunk))
+        if not out:
+            return torch.zeros(0, self.layout.n_nodes, dtype=self.state.logits.dtype)
+        return torch.cat(out)
+
+    def _chunk_rows(self, reads: ReadOuts) -> Float[torch.Tensor, "b n_nodes"]:
+        state, layout = self.state, self.layout
+        assert state.embed is not None and state.resid_final is not None
+        outputs, grad_outputs = [], []
+        for site in sorted({la for la in reads.layer}, key=lambda la: -1 if la is None else la):
+            tensor = state.resid_final if site is None else state.x_in[site]
+            inject = torch.zeros_like(tensor)
+            for b, (la, pos) in enumerate(zip(reads.layer, reads.pos)):
+                if la == site:
+                    inject[b, pos] = reads.vectors[b].to(inject.dtype)
+            outputs.append(tensor)
+            grad_outputs.append(inject)
+        inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
+        grads = torch.autograd.grad(
+            outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True
+        )
+        n = len(reads.pos)
+        g_write = [None if g is None else g[:n] for g in grads[:-1]]
+        g_embed = grads[-1]
+        rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
+        for layer, per_out in self.writes.items():
+            sl = layout.feature_slice(layer)
+            pos = layout.feat_pos[sl].to(rows.device)
+            for out_layer, vecs in per_out.items():
+                g = g_write[out_layer]
+                if g is not None:
+                    rows[:, sl] += _contract(g, pos, vecs)
+        start = layout.start
+        for m, g in enumerate(g_write):
+            if g is not None:
+                rows[:, layout.error_slice(m)] = (g[:, start:] * state.errors[m][start:]).sum(-1)
+        tok = slice(layout.token_offset, layout.target_offset)
+        if g_embed is not None:
+            rows[:, tok] = (g_embed[:n] * state.embed[0].detach()).sum(-1)
+        if start == 1:
+            for m, g in enumerate(g_write):
+                if g is not None:
+                    rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
+        return rows
+
+
+def _contract(
+    grad: Float[torch.Tensor, "b pos d"], pos: Int[torch.Tensor, " n"], vecs: Float[torch.Tensor, "n d"]
+) -> Float[torch.Tensor, "b n"]:
+    """``out[b, j] = < grad[b, pos[j]], vecs[j] >``, gathered in memory-bounded chunks."""
+    b, _, d = grad.shape
+    step = max(1, _GATHER_ELEMENTS // max(1, b * d))
+    parts = [
+        torch.einsum("bnd,nd->bn", grad[:, pos[i : i + step]], vecs[i : i + step])
+        for i in range(0, pos.numel(), step)
+    ]
+    return torch.cat(parts, dim=1) if parts else grad.new_zeros(b, 0)
+
+
+def target_reads(
+    vectors: Float[torch.Tensor, "n_targets d_model"], last_pos: int
+) -> ReadOuts:
+    """Read-outs of the target nodes: directions on the final residual at the last position."""
+    n = vectors.shape[0]
+    return ReadOuts([None] * n, [last_pos] * n, vectors)
+
+
+def feature_reads(
+    layout: NodeLayout, transcoders: TranscoderSet, feature_ids: Int[torch.Tensor, " n"]
+) -> ReadOuts:
+    """Read-outs of feature nodes: encoder rows on the transcoder input (no bias)."""
+    layers = layout.feat_layer[feature_ids].tolist()
+    poss = layout.feat_pos[feature_ids].tolist()
+    idxs = layout.feat_idx[feature_ids]
+    vecs = []
+    for la, i in zip(layers, idxs.tolist()):
+        vecs.append(transcoders.W_enc(la)[:, i])
+    d = transcoders.d_in
+    vectors = torch.stack(vecs) if vecs else torch.zeros(0, d)
+    return ReadOuts(list(layers), poss, vectors)

@@ -1,0 +1,5 @@
+"""Graphs: nodes and sparse adjacency, influence, file I/O."""
+
+from .graph import KIND_NAMES, Graph, Node, TargetInfo
+
+__all__ = ["KIND_NAMES", "Graph", "Node", "TargetInfo"]

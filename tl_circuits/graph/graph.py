@@ -1,0 +1,129 @@
+"""``Graph``: the nodes and sparse adjacency of one prompt's attribution graph.
+
+Nodes come in a fixed order, features (layer, position, index) | errors (layer, position) |
+tokens (position) | targets, and ``adjacency[t, s]`` is the direct effect of source ``s`` on
+target ``t`` (rows = targets of edges, columns = sources).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+
+KIND_NAMES = ("feature", "error", "token", "target")
+
+
+class Node(NamedTuple):
+    """One node. ``index``: feature id, token id (token nodes), target number (targets), or -1.
+    ``layer``: -1 for tokens, n_layers for targets."""
+
+    kind: str
+    layer: int
+    position: int
+    index: int
+
+
+class TargetInfo(NamedTuple):
+    """A target node's label, kind, token ids, probability and weight in influence."""
+
+    label: str
+    kind: str
+    token_ids: tuple[int, ...]
+    probability: float
+    weight: float
+
+
+@dataclass
+class Graph:
+    """An attribution graph. Build one with :func:`tl_circuits.attribute`.
+
+    Example:
+        >>> import torch
+        >>> from tl_circuits import Graph
+        >>> g = Graph.from_tables(
+        ...     kind=torch.tensor([2, 3], dtype=torch.int8), layer=torch.tensor([-1, 1]),
+        ...     position=torch.tensor([0, 0]), index=torch.tensor([7, 0]),
+        ...     adjacency=torch.tensor([[0.0, 0.0], [2.5, 0.0]]).to_sparse(),
+        ...     activations=torch.zeros(0), targets=[TargetInfo("x", "logit", (7,), 1.0, 1.0)],
+        ...     target_vectors=torch.zeros(1, 4), prompt="x", tokens=[7], str_tokens=["x"],
+        ...     settings={})
+        >>> g.nodes[1], float(g.adjacency.to_dense()[1, 0])
+        (Node(kind='target', layer=1, position=0, index=0), 2.5)
+    """
+
+    node_kind: Int[torch.Tensor, " n_nodes"]
+    node_layer: Int[torch.Tensor, " n_nodes"]
+    node_position: Int[torch.Tensor, " n_nodes"]
+    node_index: Int[torch.Tensor, " n_nodes"]
+    adjacency: Float[torch.Tensor, "n_nodes n_nodes"]
+    activations: Float[torch.Tensor, " n_features"]
+    targets: list[TargetInfo]
+    target_vectors: Float[torch.Tensor, "n_targets d_model"]
+    prompt: str | None
+    tokens: list[int]
+    str_tokens: list[str]
+    settings: dict[str, Any]
+    rows_computed: Int[torch.Tensor, " n_rows"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+    @classmethod
+    def from_tables(cls, *, kind: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
+                    index: torch.Tensor, **rest: Any) -> Graph:
+        """Build a graph from node tables (as :meth:`save` writes them)."""
+        return cls(node_kind=kind, node_layer=layer, node_position=position, node_index=index, **rest)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_kind.numel())
+
+    @property
+    def n_features(self) -> int:
+        return int((self.node_kind == 0).sum())
+
+    @property
+    def nodes(self) -> list[Node]:
+        """One record per node, in adjacency order."""
+        return [
+            Node(KIND_NAMES[k], la, p, i)
+            for k, la, p, i in zip(
+                self.node_kind.tolist(), self.node_layer.tolist(),
+                self.node_position.tolist(), self.node_index.tolist(),
+            )
+        ]
+
+    def indices(self, kind: str) -> Int[torch.Tensor, " n"]:
+        """Adjacency indices of every node of one kind ('feature', 'error', 'token', 'target')."""
+        return (self.node_kind == KIND_NAMES.index(kind)).nonzero().flatten()
+
+    def node_index_of(self, kind: str, layer: int, position: int, index: int = -1) -> int:
+        """The adjacency index of a node, or KeyError naming it."""
+        match = (
+            (self.node_kind == KIND_NAMES.index(kind)) & (self.node_layer == layer)
+            & (self.node_position == position) & (self.node_index == index)
+        ).nonzero()
+        if match.numel() == 0:
+            raise KeyError(f"no {kind} node at layer {layer}, position {position}, index {index}")
+        return int(match[0, 0])
+
+    def target_weights(self) -> Float[torch.Tensor, " n_targets"]:
+        return torch.tensor([t.weight for t in self.targets], dtype=torch.float64)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the graph to one safetensors file (tensors + JSON header), atomically."""
+        from .io import save_graph
+
+        save_graph(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Graph:
+        """Read a graph written by :meth:`save`; never runs code from the file."""
+        from .io import load_graph
+
+        return load_graph(path)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{int((self.node_kind == k).sum())} {n}s" for k, n in enumerate(KIND_NAMES))
+        return f"Graph({counts}, prompt={self.prompt!r})"

@@ -1,0 +1,103 @@
+"""Graph files: one ``.safetensors`` holding the tensors, with a JSON header in its metadata.
+
+No pickle: loading a graph someone shared cannot run code. The header carries the format
+version; a file from a newer version is refused with a message saying to upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._atomic import atomic_path
+from ..errors import FileFormatError
+from .graph import Graph, TargetInfo
+
+FORMAT_VERSION = 1
+_KEY = "tl_circuits"
+
+
+def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
+    """Write ``graph`` to ``path`` (temporary file, then rename)."""
+    adj = graph.adjacency
+    tensors: dict[str, torch.Tensor] = {
+        "node_kind": graph.node_kind, "node_layer": graph.node_layer,
+        "node_position": graph.node_position, "node_index": graph.node_index,
+        "activations": graph.activations, "target_vectors": graph.target_vectors,
+        "rows_computed": graph.rows_computed,
+    }
+    if adj.is_sparse:
+        adj = adj.coalesce()
+        tensors["adjacency_indices"] = adj.indices()
+        tensors["adjacency_values"] = adj.values()
+    else:
+        tensors["adjacency"] = adj
+    header = {
+        "format_version": FORMAT_VERSION,
+        "library_version": _library_version(),
+        "prompt": graph.prompt,
+        "tokens": graph.tokens,
+        "str_tokens": graph.str_tokens,
+        "targets": [t._asdict() for t in graph.targets],
+        "settings": graph.settings,
+        "n_nodes": graph.n_nodes,
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
+
+
+def load_graph(path: str | os.PathLike[str]) -> Graph:
+    """Read a graph file, checking its version and contents."""
+    if not os.path.isfile(path):
+        raise FileFormatError(f"no graph file at {os.fspath(path)!r}: check the path")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FileFormatError(
+            f"{os.fspath(path)!r} is not a readable safetensors graph file ({err}); it may be "
+            "truncated or corrupt: re-create it with graph.save()"
+        ) from err
+    if _KEY not in metadata:
+        raise FileFormatError(
+            f"{os.fspath(path)!r} is a safetensors file but not a tl_circuits graph (no header)"
+        )
+    header: dict[str, Any] = json.loads(metadata[_KEY])
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise FileFormatError(
+            f"{os.fspath(path)!r} uses graph format version {version}, newer than this "
+            f"tl_circuits reads (version {FORMAT_VERSION}); upgrade tl_circuits "
+            "(pip install -U tl-circuits)"
+        )
+    n = int(header["n_nodes"])
+    if "adjacency" in tensors:
+        adjacency = tensors["adjacency"]
+    else:
+        adjacency = torch.sparse_coo_tensor(
+            tensors["adjacency_indices"], tensors["adjacency_values"], (n, n)
+        ).coalesce()
+    return Graph(
+        node_kind=tensors["node_kind"], node_layer=tensors["node_layer"],
+        node_position=tensors["node_position"], node_index=tensors["node_index"],
+        adjacency=adjacency, activations=tensors["activations"],
+        targets=[TargetInfo(**{**t, "token_ids": tuple(t["token_ids"])}) for t in header["targets"]],
+        target_vectors=tensors["target_vectors"], prompt=header["prompt"],
+        tokens=list(header["tokens"]), str_tokens=list(header["str_tokens"]),
+        settings=dict(header["settings"]), rows_computed=tensors["rows_computed"],
+    )
+
+
+def _library_version() -> str:
+    from .. import __version__
+
+    return __version__
