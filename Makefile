@@ -17,10 +17,10 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m tl_circuits.demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" -n 2
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" -n 2 tests tl_circuits --doctest-modules
 
 test-all: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 tests tl_circuits --doctest-modules
 
 lint: $(STAMP)
 	$(BIN)/ruff check tl_circuits tests examples benchmarks

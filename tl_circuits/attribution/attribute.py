@@ -11,13 +11,13 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..graph import Graph, TargetInfo
-from ..graph.influence import influence_from_rows
 from ..hosts import as_host
 from ..hosts.base import Host
 from ..replacement import check_compatible, run_replacement
 from ..transcoders import TranscoderSet
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
+from .schedule import feature_rows
 from .targets import TargetSpec, custom_targets, default_targets
 
 
@@ -31,6 +31,7 @@ def attribute(
     desired_logit_prob: float = 0.95,
     max_feature_nodes: int | None = None,
     batch_size: int = 32,
+    update_interval: int = 4,
     progress: bool = True,
 ) -> Graph:
     """The attribution graph of ``prompt``: direct effects between features, errors, tokens, targets.
@@ -45,7 +46,10 @@ def attribute(
             single-token strings, pairs ``(a, b)`` for logit(a) - logit(b), or d_model vectors.
         max_feature_nodes: at most this many feature rows; chosen by influence on the targets,
             re-ranked after every batch of rows. None computes a row for every active feature.
-        batch_size: targets read per backward pass (the forward pass holds that many copies).
+        batch_size: targets read per backward pass (one forward pass; the backward passes are
+            vmapped over the batch).
+        update_interval: under a node budget, batches of rows between influence re-rankings.
+        progress: show a tqdm bar over the backward passes.
 
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
@@ -55,14 +59,16 @@ def attribute(
         transcoders = TranscoderSet(transcoders)
     check_compatible(host, transcoders)
     transcoders = transcoders.to(device=host.device, dtype=host.dtype)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size < 1 or update_interval < 1:
+        raise ConfigError(
+            f"batch_size and update_interval must be at least 1, got {batch_size}, {update_interval}"
+        )
     tokens, prompt_text = _tokens(host, prompt)
     has_bos = host.bos_token_id is not None and int(tokens[0]) == host.bos_token_id
     if has_bos and tokens.numel() == 1:
         raise ConfigError("the prompt holds only the BOS token; give it some text")
 
-    state = run_replacement(host, transcoders, tokens, batch=batch_size)
+    state = run_replacement(host, transcoders, tokens)
     last = state.logits[0, -1].detach()
     if targets is None:
         target_list, vectors = default_targets(
@@ -71,7 +77,7 @@ def attribute(
     else:
         target_list, vectors = custom_targets(host, last, targets)
     layout = build_layout(state, tokens, host.n_layers, has_bos=has_bos, n_targets=len(target_list))
-    engine = RowEngine(state, layout, transcoders)
+    engine = RowEngine(state, layout, transcoders, batch_size)
 
     n_feat = layout.n_features
     budget = n_feat if max_feature_nodes is None else min(max(0, max_feature_nodes), n_feat)
@@ -79,29 +85,13 @@ def attribute(
     bar = tqdm(total=n_passes, desc="attribution passes", disable=not progress, unit="pass")
     target_rows = engine.rows(target_reads(vectors, int(tokens.numel()) - 1))
     bar.update(-(-len(target_list) // batch_size))
-    row_nodes = [torch.arange(layout.target_offset, layout.n_nodes)]
-    blocks = [target_rows]
-    if budget == n_feat:
-        order = torch.arange(n_feat)
-        for lo in range(0, n_feat, batch_size):
-            ids = order[lo : lo + batch_size]
-            blocks.append(engine.rows(feature_reads(layout, transcoders, ids)))
-            row_nodes.append(ids)
-            bar.update(1)
-    else:
-        weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
-        visited = torch.zeros(n_feat, dtype=torch.bool)
-        while int(visited.sum()) < budget:
-            rows = torch.cat(blocks)
-            seed = torch.cat([weights, torch.zeros(rows.shape[0] - len(target_list), dtype=torch.float64)])
-            infl = influence_from_rows(rows, torch.cat(row_nodes), seed)[:n_feat].cpu()
-            infl[visited] = -1.0
-            k = min(batch_size, budget - int(visited.sum()))
-            ids = torch.sort(infl.topk(k).indices).values
-            visited[ids] = True
-            blocks.append(engine.rows(feature_reads(layout, transcoders, ids)))
-            row_nodes.append(ids)
-            bar.update(1)
+    weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
+    blocks, row_nodes = feature_rows(
+        lambda ids: engine.rows(feature_reads(layout, transcoders, ids)),
+        target_rows, torch.arange(layout.target_offset, layout.n_nodes), weights, n_feat,
+        budget=budget, batch_size=batch_size, update_interval=update_interval,
+        on_batch=lambda: bar.update(1),
+    )
     bar.close()
 
     rows = torch.cat(blocks).detach()
@@ -112,7 +102,6 @@ def attribute(
     n = layout.n_nodes
     adjacency = torch.sparse_coo_tensor(index, sparse_rows.values(), (n, n)).coalesce()
     tables = layout.node_tables()
-    del state, engine
     return Graph.from_tables(
         kind=tables["kind"], layer=tables["layer"], position=tables["position"],
         index=tables["index"], adjacency=adjacency, activations=layout.feat_act.detach().cpu(),
@@ -122,6 +111,7 @@ def attribute(
         settings={
             "max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob,
             "max_feature_nodes": max_feature_nodes, "batch_size": batch_size,
+            "update_interval": update_interval,
             "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
             "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
         },

@@ -35,11 +35,15 @@ class ReadOuts:
 class RowEngine:
     """Computes adjacency rows for read-outs, reusing one replacement forward pass."""
 
-    def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: TranscoderSet):
+    def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: TranscoderSet,
+                 batch: int):
         self.state = state
         self.layout = layout
         self.transcoders = transcoders
-        self.batch = int(state.logits.shape[0])
+        # A forward pass over several copies of the prompt gives each read-out its own copy;
+        # a single copy means the backward passes are vmapped instead.
+        self.copies = int(state.logits.shape[0]) > 1
+        self.batch = int(state.logits.shape[0]) if self.copies else batch
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer: activation * decoder row.
         self.writes: dict[int, dict[int, torch.Tensor]] = {}
@@ -65,21 +69,28 @@ class RowEngine:
     def _chunk_rows(self, reads: ReadOuts) -> Float[torch.Tensor, "b n_nodes"]:
         state, layout = self.state, self.layout
         assert state.embed is not None and state.resid_final is not None
+        n = len(reads.pos)
         outputs, grad_outputs = [], []
         for site in sorted({la for la in reads.layer}, key=lambda la: -1 if la is None else la):
             tensor = state.resid_final if site is None else state.x_in[site]
-            inject = torch.zeros_like(tensor)
-            for b, (la, pos) in enumerate(zip(reads.layer, reads.pos)):
-                if la == site:
-                    inject[b, pos] = reads.vectors[b].to(inject.dtype)
+            inject = tensor.new_zeros(n, *tensor.shape[1:])
+            rows_here = [b for b, la in enumerate(reads.layer) if la == site]
+            pos_here = [reads.pos[b] for b in rows_here]
+            inject[rows_here, pos_here] = reads.vectors[rows_here].to(inject.dtype)
             outputs.append(tensor)
-            grad_outputs.append(inject)
+            grad_outputs.append(inject if self.copies else inject.unsqueeze(1))
         inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
-        grads = torch.autograd.grad(
-            outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True
-        )
-        n = len(reads.pos)
-        g_write = [None if g is None else g[:n] for g in grads[:-1]]
+        if self.copies:  # one copy of the prompt per read-out in the forward batch
+            grad_outputs = [torch.cat([g, g.new_zeros(self.batch - n, *g.shape[1:])]) for g in grad_outputs]
+            grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True)
+            grads = tuple(None if g is None else g[:n] for g in grads)
+        else:  # one forward copy; the backward is vmapped over the read-outs
+            grads = torch.autograd.grad(
+                outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True,
+                is_grads_batched=True,
+            )
+            grads = tuple(None if g is None else g[:, 0] for g in grads)
+        g_write = list(grads[:-1])
         g_embed = grads[-1]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
         for layer, per_out in self.writes.items():
@@ -95,7 +106,7 @@ class RowEngine:
                 rows[:, layout.error_slice(m)] = (g[:, start:] * state.errors[m][start:]).sum(-1)
         tok = slice(layout.token_offset, layout.target_offset)
         if g_embed is not None:
-            rows[:, tok] = (g_embed[:n] * state.embed[0].detach()).sum(-1)
+            rows[:, tok] = (g_embed * state.embed[0].detach()).sum(-1)
         if start == 1:
             for m, g in enumerate(g_write):
                 if g is not None:

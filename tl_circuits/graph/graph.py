@@ -43,7 +43,7 @@ class Graph:
 
     Example:
         >>> import torch
-        >>> from tl_circuits import Graph
+        >>> from tl_circuits import Graph, TargetInfo
         >>> g = Graph.from_tables(
         ...     kind=torch.tensor([2, 3], dtype=torch.int8), layer=torch.tensor([-1, 1]),
         ...     position=torch.tensor([0, 0]), index=torch.tensor([7, 0]),
@@ -68,6 +68,8 @@ class Graph:
     str_tokens: list[str]
     settings: dict[str, Any]
     rows_computed: Int[torch.Tensor, " n_rows"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    #: Named groups of node ids (adjacency order), saved with the graph.
+    supernodes: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_tables(cls, *, kind: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
@@ -110,6 +112,66 @@ class Graph:
 
     def target_weights(self) -> Float[torch.Tensor, " n_targets"]:
         return torch.tensor([t.weight for t in self.targets], dtype=torch.float64)
+
+    # ---- analysis (graph/prune.py, scores.py, queries.py, plot.py) ----------------------------
+    def influence(self) -> Float[torch.Tensor, " n_nodes"]:
+        """Influence of every node on the targets: ``w (A' + A'^2 + ...)``, A' = row-normalised |A|."""
+        from .prune import node_influence
+
+        return node_influence(self)
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Graph:
+        """The smallest node and edge sets carrying these shares of influence (circuit-tracer's
+        rules, see :mod:`tl_circuits.graph.prune`); tokens and targets are always kept."""
+        from .prune import prune
+
+        return prune(self, node_threshold, edge_threshold)
+
+    @property
+    def is_pruned(self) -> bool:
+        return "pruning" in self.settings
+
+    def scores(self, keep_features: Int[torch.Tensor, " k"] | None = None) -> dict[str, float]:
+        """``{'replacement', 'completeness'}`` (see :mod:`tl_circuits.graph.scores`).
+
+        A pruned graph returns the scores computed when it was pruned (dropped features folded
+        into their error nodes); ``keep_features`` computes that fold for any set of feature ids.
+        """
+        from .scores import graph_scores
+
+        if keep_features is None and self.is_pruned:
+            return dict(self.settings["pruning"]["scores"])
+        return graph_scores(self, keep_features)
+
+    def top_nodes(self, k: int = 10, kinds: tuple[str, ...] = ("feature",)) -> list[Any]:
+        """The ``k`` nodes of ``kinds`` with the largest influence: ``RankedNode(id, node, influence)``."""
+        from .queries import top_nodes
+
+        return top_nodes(self, k, kinds)
+
+    def strongest_path(self, source: Any, target: Any) -> Any:
+        """``Path(nodes, score)``: the path maximising the product of normalised edge weights."""
+        from .queries import strongest_path
+
+        return strongest_path(self, source, target)
+
+    def subgraph(self, node_ids: Any, hops: int = 1) -> Graph:
+        """These nodes, every node within ``hops`` edges of them, and all edges among them."""
+        from .queries import subgraph
+
+        return subgraph(self, node_ids, hops)
+
+    def add_supernode(self, name: str, node_ids: Any, *, replace: bool = False) -> None:
+        """Group nodes under ``name``; saved with the graph, usable by ``tl_circuits.intervene``."""
+        from .queries import add_supernode
+
+        add_supernode(self, name, node_ids, replace=replace)
+
+    def plot(self, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Draw the (pruned) graph to a PNG or SVG file; see :func:`tl_circuits.graph.plot.plot_graph`."""
+        from .plot import plot_graph
+
+        plot_graph(self, path, **kwargs)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the graph to one safetensors file (tensors + JSON header), atomically."""

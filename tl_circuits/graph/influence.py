@@ -40,3 +40,47 @@ def influence_from_rows(
         if not bool(x.any()):
             break
     return total
+
+
+def normalized_edges(
+    adjacency: Float[torch.Tensor, "n_nodes n_nodes"],
+) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"], Float[torch.Tensor, " nnz"]]:
+    """The nonzero entries of ``A'`` (row-normalised ``|A|``) as ``(rows, cols, values)``.
+
+    Row sums are clamped at 1e-10 as circuit-tracer's ``normalize_matrix`` does. Works on a
+    sparse COO or dense ``adjacency`` without forming anything ``n_nodes x n_nodes``.
+    """
+    adj = adjacency if adjacency.is_sparse else adjacency.to_sparse()
+    adj = adj.coalesce()
+    rows, cols = adj.indices()
+    vals = adj.values().abs().to(torch.float64)
+    nonzero = vals != 0
+    rows, cols, vals = rows[nonzero], cols[nonzero], vals[nonzero]
+    sums = torch.zeros(adj.shape[0], dtype=torch.float64, device=vals.device).index_add_(0, rows, vals)
+    return rows, cols, vals / sums.clamp(min=1e-10)[rows]
+
+
+def influence_from_edges(
+    rows: Int[torch.Tensor, " nnz"],
+    cols: Int[torch.Tensor, " nnz"],
+    values: Float[torch.Tensor, " nnz"],
+    seed: Float[torch.Tensor, " n_nodes"],
+    *,
+    max_steps: int = 1000,
+) -> Float[torch.Tensor, " n_nodes"]:
+    """``seed (M + M^2 + ...)`` for the sparse matrix ``M[rows, cols] = values`` (``seed`` excluded).
+
+    Each step moves every node's mass to its sources: ``x'[c] = sum_r x[r] M[r, c]``, one
+    ``index_add`` over the nonzeros, so memory is linear in the number of edges.
+    """
+    x = seed.to(torch.float64)
+    total = torch.zeros_like(x)
+    for _ in range(max_steps):
+        x = torch.zeros_like(x).index_add_(0, cols, x[rows] * values)
+        if not bool(x.any()):
+            return total
+        total += x
+    raise RuntimeError(
+        f"influence did not vanish after {max_steps} steps: the adjacency has a cycle, which an "
+        "attribution graph cannot have; check how the graph was built"
+    )

@@ -46,6 +46,7 @@ def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
         "targets": [t._asdict() for t in graph.targets],
         "settings": graph.settings,
         "n_nodes": graph.n_nodes,
+        "supernodes": graph.supernodes,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -86,6 +87,12 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         adjacency = torch.sparse_coo_tensor(
             tensors["adjacency_indices"], tensors["adjacency_values"], (n, n)
         ).coalesce()
+    supernodes = {str(k): [int(i) for i in v] for k, v in header.get("supernodes", {}).items()}
+    if any(not 0 <= i < n for ids in supernodes.values() for i in ids):
+        raise FileFormatError(
+            f"{os.fspath(path)!r} names supernode members outside node ids 0..{n - 1}; the file "
+            "is corrupt: re-create it with graph.save()"
+        )
     return Graph(
         node_kind=tensors["node_kind"], node_layer=tensors["node_layer"],
         node_position=tensors["node_position"], node_index=tensors["node_index"],
@@ -94,6 +101,7 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         target_vectors=tensors["target_vectors"], prompt=header["prompt"],
         tokens=list(header["tokens"]), str_tokens=list(header["str_tokens"]),
         settings=dict(header["settings"]), rows_computed=tensors["rows_computed"],
+        supernodes=supernodes,
     )
 
 
