@@ -7,12 +7,16 @@ model is imported when that model is first seen.
 __version__ = "0.1.0"
 
 from .attribution import attribute
+from .dashboards import Dashboards, build_dashboards
 from .errors import ConfigError, FileFormatError, TLCircuitsError
 from .graph import Graph, Node, TargetInfo
-from .transcoders import Transcoder, TranscoderSet
+from .training import evaluate_transcoders, train_transcoders
+from .transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
 
 __all__ = [
     "ConfigError",
+    "CrossLayerTranscoder",
+    "Dashboards",
     "FileFormatError",
     "Graph",
     "Node",
@@ -22,4 +26,25 @@ __all__ = [
     "TranscoderSet",
     "__version__",
     "attribute",
+    "build_dashboards",
 ]
+
+from .interventions import (  # noqa: E402
+    GraphCheck,
+    Intervention,
+    InterventionResult,
+    check_graph,
+    generate,
+    intervene,
+)
+
+__all__ += [
+    "GraphCheck",
+    "Intervention",
+    "InterventionResult",
+    "check_graph",
+    "generate",
+    "intervene",
+]
+
+__all__ += ["evaluate_transcoders", "train_transcoders"]

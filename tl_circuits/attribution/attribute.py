@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
@@ -86,7 +86,7 @@ def attribute(
     target_rows = engine.rows(target_reads(vectors, int(tokens.numel()) - 1))
     bar.update(-(-len(target_list) // batch_size))
     weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
-    blocks, row_nodes = feature_rows(
+    rows, computed = feature_rows(
         lambda ids: engine.rows(feature_reads(layout, transcoders, ids)),
         target_rows, torch.arange(layout.target_offset, layout.n_nodes), weights, n_feat,
         budget=budget, batch_size=batch_size, update_interval=update_interval,
@@ -94,13 +94,7 @@ def attribute(
     )
     bar.close()
 
-    rows = torch.cat(blocks).detach()
-    computed = torch.cat(row_nodes)
-    sparse_rows = rows.cpu().to_sparse()
-    index = sparse_rows.indices().clone()
-    index[0] = computed[index[0]]
-    n = layout.n_nodes
-    adjacency = torch.sparse_coo_tensor(index, sparse_rows.values(), (n, n)).coalesce()
+    adjacency = _sparse_adjacency(rows.detach().cpu(), computed, layout.n_nodes)
     tables = layout.node_tables()
     return Graph.from_tables(
         kind=tables["kind"], layer=tables["layer"], position=tables["position"],
@@ -140,3 +134,14 @@ def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> tuple[Int
     if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
         raise ConfigError(f"token ids must lie in 0..{d_vocab - 1} (the vocabulary)")
     return tokens, text
+
+
+def _sparse_adjacency(
+    rows: Float[torch.Tensor, "n_rows n_nodes"], nodes: Int[torch.Tensor, " n_rows"], n: int
+) -> Float[torch.Tensor, "n_nodes n_nodes"]:
+    """The square sparse adjacency holding ``rows`` at their nodes, built already sorted."""
+    order = nodes.argsort()
+    sparse = rows[order].to_sparse()
+    index = sparse.indices()
+    index[0] = nodes[order][index[0]]
+    return torch.sparse_coo_tensor(index, sparse.values(), (n, n), is_coalesced=True)

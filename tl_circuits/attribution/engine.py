@@ -18,9 +18,6 @@ from ..replacement import ReplacementState
 from ..transcoders import TranscoderSet
 from .layout import NodeLayout
 
-#: Largest number of elements a gathered gradient block may hold during contraction.
-_GATHER_ELEMENTS = 1 << 24
-
 
 @dataclass
 class ReadOuts:
@@ -45,14 +42,17 @@ class RowEngine:
         self.copies = int(state.logits.shape[0]) > 1
         self.batch = int(state.logits.shape[0]) if self.copies else batch
         self.n_layers = layout.n_layers
-        # What each feature writes, per output layer: activation * decoder row.
-        self.writes: dict[int, dict[int, torch.Tensor]] = {}
+        # What each feature writes, per output layer (activation * decoder row), padded by
+        # position so that one batched product contracts a whole layer's features.
+        self.writes: dict[int, dict[int, PaddedWrites]] = {}
         for layer in transcoders.layers:
             sl = layout.feature_slice(layer)
             idx = layout.feat_idx[sl].to(layout.feat_act.device)
             act = layout.feat_act[sl]
+            pos = layout.feat_pos[sl]
             self.writes[layer] = {
-                out: vec * act[:, None] for out, vec in transcoders.decoder_vectors(layer, idx).items()
+                out: PaddedWrites.build(pos, vec * act[:, None], layout.n_pos)
+                for out, vec in transcoders.decoder_vectors(layer, idx).items()
             }
 
     def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
@@ -95,11 +95,10 @@ class RowEngine:
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
         for layer, per_out in self.writes.items():
             sl = layout.feature_slice(layer)
-            pos = layout.feat_pos[sl].to(rows.device)
-            for out_layer, vecs in per_out.items():
+            for out_layer, padded in per_out.items():
                 g = g_write[out_layer]
                 if g is not None:
-                    rows[:, sl] += _contract(g, pos, vecs)
+                    rows[:, sl] += padded.contract(g)
         start = layout.start
         for m, g in enumerate(g_write):
             if g is not None:
@@ -114,17 +113,32 @@ class RowEngine:
         return rows
 
 
-def _contract(
-    grad: Float[torch.Tensor, "b pos d"], pos: Int[torch.Tensor, " n"], vecs: Float[torch.Tensor, "n d"]
-) -> Float[torch.Tensor, "b n"]:
-    """``out[b, j] = < grad[b, pos[j]], vecs[j] >``, gathered in memory-bounded chunks."""
-    b, _, d = grad.shape
-    step = max(1, _GATHER_ELEMENTS // max(1, b * d))
-    parts = [
-        torch.einsum("bnd,nd->bn", grad[:, pos[i : i + step]], vecs[i : i + step])
-        for i in range(0, pos.numel(), step)
-    ]
-    return torch.cat(parts, dim=1) if parts else grad.new_zeros(b, 0)
+@dataclass
+class PaddedWrites:
+    """Write vectors of one layer's features grouped by position, padded to equal counts.
+
+    ``vecs[p, j]`` is the j-th feature at position p (zeros past its count); ``slot[i]`` is where
+    feature i (in column order) sits in the flattened [pos * max_count] grid.
+    """
+
+    vecs: Float[torch.Tensor, "pos max_count d"]
+    slot: Int[torch.Tensor, " n"]
+
+    @classmethod
+    def build(cls, pos: Int[torch.Tensor, " n"], vecs: Float[torch.Tensor, "n d"], n_pos: int) -> PaddedWrites:
+        counts = torch.bincount(pos, minlength=n_pos)
+        width = int(counts.max()) if pos.numel() else 0
+        first = torch.cumsum(counts, 0) - counts  # features are sorted by position
+        within = torch.arange(pos.numel()) - first[pos]
+        slot = (pos * width + within).to(vecs.device)
+        padded = vecs.new_zeros(n_pos * width, vecs.shape[1])
+        padded[slot] = vecs
+        return cls(padded.view(n_pos, width, -1), slot)
+
+    def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b n"]:
+        """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions."""
+        per_pos = torch.bmm(grad.transpose(0, 1), self.vecs.transpose(1, 2))  # pos b width
+        return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot]
 
 
 def target_reads(

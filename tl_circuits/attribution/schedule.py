@@ -29,31 +29,41 @@ def feature_rows(
     budget: int,
     batch_size: int,
     update_interval: int,
-    on_batch: Callable[[], None] = lambda: None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Rows and their node ids for ``budget`` features (all of them if budget == n_features)."""
-    blocks, nodes = [target_rows], [target_nodes]
+    on_batch: Callable[[], object] = lambda: None,
+) -> tuple[Float[torch.Tensor, "n_rows n_nodes"], Int[torch.Tensor, " n_rows"]]:
+    """Rows and their node ids: the targets', then ``budget`` features' (all if budget >= n).
+
+    Rows go into one preallocated buffer, so re-ranking reads them without copying.
+    """
+    n_targets = target_nodes.numel()
+    budget = min(budget, n_features)
+    buffer = target_rows.new_zeros(n_targets + budget, target_rows.shape[1])
+    nodes = torch.empty(n_targets + budget, dtype=torch.long)
+    buffer[:n_targets] = target_rows
+    nodes[:n_targets] = target_nodes
+    filled = n_targets
 
     def run(queue: torch.Tensor) -> None:
+        nonlocal filled
         for lo in range(0, queue.numel(), batch_size):
             ids = queue[lo : lo + batch_size]
-            blocks.append(rows_of(ids))
-            nodes.append(ids)
+            buffer[filled : filled + ids.numel()] = rows_of(ids)
+            nodes[filled : filled + ids.numel()] = ids
+            filled += ids.numel()
             on_batch()
 
-    if budget >= n_features:
+    if budget == n_features:
         run(torch.arange(n_features))
-        return blocks, nodes
+        return buffer, nodes
     visited = torch.zeros(n_features, dtype=torch.bool)
-    n_targets = target_nodes.numel()
-    while (done := int(visited.sum())) < budget:
-        rows = torch.cat(blocks)
-        seed = torch.zeros(rows.shape[0], dtype=torch.float64)
-        seed[:n_targets] = target_weights
-        influence = influence_from_rows(rows, torch.cat(nodes), seed)[:n_features].cpu()
+    seed = torch.zeros(n_targets + budget, dtype=torch.float64)
+    seed[:n_targets] = target_weights
+    while filled - n_targets < budget:
+        influence = influence_from_rows(buffer[:filled], nodes[:filled], seed[:filled])
+        influence = influence[:n_features].cpu()
         influence[visited] = -1.0
-        k = min(update_interval * batch_size, budget - done)
+        k = min(update_interval * batch_size, budget - (filled - n_targets))
         queue = torch.sort(influence.topk(k).indices).values  # feature ids sort by layer
         visited[queue] = True
         run(queue)
-    return blocks, nodes
+    return buffer, nodes

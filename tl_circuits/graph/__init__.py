@@ -3,3 +3,7 @@
 from .graph import KIND_NAMES, Graph, Node, TargetInfo
 
 __all__ = ["KIND_NAMES", "Graph", "Node", "TargetInfo"]
+
+from .queries import Path, RankedNode  # noqa: E402
+
+__all__ += ["Path", "RankedNode"]

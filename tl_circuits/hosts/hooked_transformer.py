@@ -29,6 +29,12 @@ class HookedTransformerHost:
         self.bos_token_id: int | None = None if tok is None else tok.bos_token_id
         self._adds_bos = tok is not None and tokenizer_adds_bos(tok)
         self._hook_names = set(model.hook_dict.keys())
+        # Virtual site: the MLP's input after the norm and its weight (a pre-hook on the MLP).
+        self._virtual = {
+            f"blocks.{la}.mlp.hook_in": la for la in range(self.n_layers)
+            if f"blocks.{la}.mlp.hook_in" not in self._hook_names
+        }
+        self._hook_names |= set(self._virtual)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -90,12 +96,25 @@ class HookedTransformerHost:
 
     @contextlib.contextmanager
     def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
-        wrapped = [(name, _wrap(fn)) for name, fn in hooks]
-        with self.model.hooks(fwd_hooks=wrapped, reset_hooks_end=True):
+        virtual = [(self._virtual[name], fn) for name, fn in hooks if name in self._virtual]
+        wrapped = [(name, _wrap(fn)) for name, fn in hooks if name not in self._virtual]
+        with contextlib.ExitStack() as stack:
+            for layer, fn in virtual:
+                handle = self.model.blocks[layer].mlp.register_forward_pre_hook(_wrap_pre(fn))
+                stack.callback(handle.remove)
+            stack.enter_context(self.model.hooks(fwd_hooks=wrapped, reset_hooks_end=True))
             yield
 
     def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
         return self.model(tokens, return_type="logits")
+
+
+def _wrap_pre(fn: HookFn) -> Any:
+    def hook(module: Any, args: tuple) -> tuple | None:
+        out = fn(args[0])
+        return None if out is None else (out, *args[1:])
+
+    return hook
 
 
 def _wrap(fn: HookFn) -> Any:

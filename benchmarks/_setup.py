@@ -1,0 +1,87 @@
+"""Shared set-up for benchmarks: SmolLM2 with a per-layer set when available, else a random model."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def random_model(n_layers: int = 6, d_model: int = 256, n_ctx: int = 2048, seed: int = 0) -> Any:
+    """A Llama-style random HookedTransformer (rotary, GQA, gated MLP)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = HookedTransformerConfig(
+            n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, d_head=32, n_heads=d_model // 32,
+            d_vocab=4000, d_mlp=4 * d_model, act_fn="silu", normalization_type="RMS",
+            positional_embedding_type="rotary", rotary_dim=32, gated_mlp=True,
+            n_key_value_heads=max(1, d_model // 96), dtype=torch.float32, seed=seed,
+        )
+        model = HookedTransformer(cfg)
+    return model.eval()
+
+
+def random_transcoders(model: Any, d_sae: int = 4096, k: int = 32, seed: int = 0) -> Any:
+    """TopK transcoders of random weights for every layer of ``model``."""
+    from tl_circuits import Transcoder, TranscoderSet
+
+    d = model.cfg.d_model
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in range(model.cfg.n_layers):
+        out.append(Transcoder(
+            torch.randn(d, d_sae, generator=gen) / d**0.5, torch.zeros(d_sae),
+            torch.randn(d_sae, d, generator=gen) / d_sae**0.5, torch.zeros(d),
+            hook_name=f"blocks.{layer}.ln2.hook_normalized",
+            hook_name_out=f"blocks.{layer}.hook_mlp_out", activation="topk", k=k,
+        ))
+    return TranscoderSet(out)
+
+
+def smollm2_or_random(prefer_smollm2: bool = True) -> tuple[Any, Any, str]:
+    """(model, transcoders, description): SmolLM2 with the cached demo set if both exist."""
+    if prefer_smollm2:
+        try:
+            from tl_circuits import models
+
+            model = models.load_default()
+            transcoders = models.cached_demo_transcoders()  # type: ignore[attr-defined]
+            if transcoders is not None:
+                return model, transcoders, "SmolLM2-135M-Instruct + cached demo transcoders"
+            return model, random_transcoders(model), "SmolLM2-135M-Instruct + random TopK transcoders"
+        except Exception as err:  # noqa: BLE001 - a benchmark falls back and says so
+            print(f"(SmolLM2 unavailable: {err}; using a random model)")
+    model = random_model()
+    return model, random_transcoders(model), "random 6-layer d_model=256 Llama-style model"
+
+
+def prompt_tokens(model: Any, n: int, seed: int = 0) -> list[int]:
+    """``n`` token ids: the start of a fixed English text, or random ids without a tokenizer."""
+    text = (
+        "The capital of France is Paris. The capital of Germany is Berlin. Rivers flow to the sea, "
+        "and the mountains of the Alps rise above the valleys where farmers grow wheat and grapes. "
+    ) * 200
+    if model.tokenizer is not None:
+        return model.tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(10, model.cfg.d_vocab, (n,), generator=gen).tolist()
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn``."""
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summary(times: list[float]) -> str:
+    return f"min {min(times):.3f}s  median {statistics.median(times):.3f}s  max {max(times):.3f}s"

@@ -1,0 +1,66 @@
+"""Replacement and completeness scores: hand-computed values and a dense reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.graph import reference as ref
+from tests.graph.conftest import five_node_graph
+
+
+def test_five_node_graph_by_hand():
+    # Row T: |2|,|-1|,|1| -> f1 .5, err .25, tok .25;  row f1: f0 .75, err .25;  row f0: tok 1.
+    # Influence: f1 .5, err .25 + .5*.25 = .375, f0 .5*.75 = .375, tok .25 + .375 = .625.
+    g = five_node_graph()
+    assert torch.allclose(g.influence(), torch.tensor([0.375, 0.5, 0.375, 0.625, 0.0], dtype=torch.float64))
+    scores = g.scores()
+    assert scores["replacement"] == pytest.approx(0.625 / (0.625 + 0.375), abs=1e-12)
+    # completeness: non-error shares T .75, f1 .75, others 1; weights infl + w = .375,.5,.375,.625,1
+    want = (0.375 + 0.5 * 0.75 + 0.375 + 0.625 + 1.0 * 0.75) / (0.375 + 0.5 + 0.375 + 0.625 + 1.0)
+    assert scores["completeness"] == pytest.approx(want, abs=1e-12)
+
+
+def test_five_node_graph_with_f0_folded_into_its_error_node():
+    # f0 folds into err (L0, pos 0): f1 <- err 1 + 3; rows T: .5/.25/.25, f1: err 1.
+    # Influence: f1 .5, err .25 + .5 = .75, tok .25.
+    g = five_node_graph()
+    scores = g.scores(keep_features=torch.tensor([1]))
+    assert scores["replacement"] == pytest.approx(0.25, abs=1e-12)
+    assert scores["completeness"] == pytest.approx((0.75 + 0.25 + 0.75) / 2.5, abs=1e-12)
+
+
+def test_folding_without_an_error_node_makes_a_virtual_one():
+    g = five_node_graph()
+    g.node_position[0] = 3  # f0 now has no error node at (0, 3): a virtual one takes its place
+    scores = g.scores(keep_features=torch.tensor([1]))
+    # f1 <- virtual err 3 (.75), err 1 (.25): err influence .25 + .5 = .75 in total, tok .25.
+    assert scores["replacement"] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_full_and_pruned_scores_match_dense_reference(tiny_graph, tiny_budget_graph):
+    for g in [tiny_graph, tiny_budget_graph, ref.random_graph(7)]:
+        full = g.scores()
+        want = ref.scores_dense(g)
+        assert (full["replacement"], full["completeness"]) == pytest.approx(want, abs=1e-12)
+        assert 0.05 < full["replacement"] < 0.95
+        pruned = g.prune(0.6, 0.95)
+        kept_old = [i for i, m in enumerate(_kept_mask(g, pruned).tolist()) if m and g.node_kind[i] == 0]
+        want_pruned = ref.scores_dense(g, keep_features=kept_old)
+        got = pruned.scores()
+        assert (got["replacement"], got["completeness"]) == pytest.approx(want_pruned, abs=1e-12)
+        assert got["replacement"] < full["replacement"]
+
+
+def _kept_mask(full, pruned):
+    keys = {n for n in pruned.nodes}
+    return torch.tensor([n in keys for n in full.nodes])
+
+
+def test_scores_survive_save_and_load(tiny_graph, tmp_path):
+    pruned = tiny_graph.prune()
+    pruned.save(tmp_path / "p.safetensors")
+    from tl_circuits import Graph
+
+    loaded = Graph.load(tmp_path / "p.safetensors")
+    assert loaded.is_pruned and loaded.scores() == pruned.scores()

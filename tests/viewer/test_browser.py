@@ -1,0 +1,184 @@
+"""End to end in headless Chromium: dashboard on click, pins, supernodes, save and reload, export.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (tests/viewer/install_browser.sh) and the
+``selenium`` package; skipped, with the reason in the summary, when they are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip(
+        "BROWSER TESTS SKIPPED: chromium/chromedriver not found; run tests/viewer/install_browser.sh",
+        allow_module_level=True,
+    )
+selenium = pytest.importorskip("selenium", reason="BROWSER TESTS SKIPPED: pip install selenium (extra 'viewer')")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+from tl_circuits.viewer.server import create_app, sidecar_path  # noqa: E402
+
+from .conftest import EVIL, serve_in_thread  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1400,900"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser, script, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = browser.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}; status: {status(browser)!r}")
+
+
+def status(browser):
+    return browser.execute_script("return document.getElementById('status').textContent")
+
+
+def open_page(browser, url):
+    browser.get(url)
+    wait_for(browser, "return document.body.dataset.ready === '1'")
+
+
+def feature_ids(browser):
+    return browser.execute_script(
+        "return [...document.querySelectorAll('g.node.feature')].map(g => g.dataset.nodeId)")
+
+
+def click_node(browser, node_id):
+    browser.find_element(By.CSS_SELECTOR, f'g.node[data-node-id="{node_id}"]').click()
+
+
+def test_click_pin_group_save_reload(browser, graph_file, dashboards, tmp_path):
+    graph_path = tmp_path / graph_file.name
+    graph_path.write_bytes(graph_file.read_bytes())
+    with serve_in_thread(create_app(graph_path, dashboards=dashboards)) as port:
+        open_page(browser, f"http://127.0.0.1:{port}/")
+        ids = feature_ids(browser)
+        assert len(ids) >= 5
+        shot = browser.get_screenshot_as_png()
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
+
+        # live thresholds: a lower node threshold shows fewer features
+        browser.execute_script(
+            "const s = document.getElementById('node-threshold'); s.value = '0.3';"
+            "s.dispatchEvent(new Event('input'))")
+        assert len(feature_ids(browser)) < len(ids)
+        browser.execute_script(
+            "const s = document.getElementById('node-threshold'); s.value = '0.8';"
+            "s.dispatchEvent(new Event('input'))")
+
+        # click a node: its dashboard, with highlighted top-activation tokens, and its edges
+        click_node(browser, ids[0])
+        layer, index, _ = ids[0].split("_")
+        expected = dashboards.feature(int(layer), int(index))
+        wait_for(browser, "return document.querySelectorAll('#dashboard .example').length > 0")
+        first = browser.execute_script(
+            "return [...document.querySelector('#dashboard .example').children].map(s => s.textContent)")
+        assert first == expected["examples_quantiles"][0]["examples"][0]["tokens"]
+        promoted = browser.execute_script(
+            "return [...document.querySelectorAll('#dashboard .logits.top span')].map(s => s.textContent)")
+        assert promoted == expected["top_logits"]
+        assert browser.execute_script("return document.querySelectorAll('#inputs li').length") > 0
+        browser.find_element(By.ID, "pin-btn").click()
+        browser.find_element(By.ID, "label-input").send_keys("first feature")
+        browser.find_element(By.ID, "label-btn").click()
+
+        click_node(browser, ids[1])
+        browser.find_element(By.ID, "pin-btn").click()
+        checks = browser.find_elements(By.CSS_SELECTOR, "#pinned-list input.pin-check")
+        assert [c.get_attribute("data-node-id") for c in checks] == ids[:2]
+        for c in checks:
+            c.click()
+        browser.find_element(By.ID, "supernode-label").send_keys("capital cities")
+        browser.find_element(By.ID, "group-btn").click()
+        browser.find_element(By.ID, "save-btn").click()
+        wait_for(browser, "return document.getElementById('status').textContent.startsWith('Saved')")
+        saved = json.loads(sidecar_path(graph_path).read_text())
+        assert saved["supernodes"] == [["capital cities", *ids[:2]]]
+        assert saved["pinnedIds"] == ids[:2] and saved["labels"] == {ids[0]: "first feature"}
+
+        browser.refresh()
+        wait_for(browser, "return document.body.dataset.ready === '1'")
+        wait_for(browser, "return document.querySelector('#supernode-list li') !== null")
+        assert browser.execute_script(
+            "return document.querySelector('#supernode-list li').dataset.label") == "capital cities"
+        assert browser.execute_script(
+            "return document.querySelector('g.supernode text').textContent") == "capital cities"
+        assert browser.execute_script(
+            f"return document.querySelector('g.node[data-node-id=\"{ids[0]}\"] text').textContent"
+        ) == "first feature"
+        if os.environ.get("TLC_VIEWER_SCREENSHOT"):  # docs/images/viewer.png is made this way
+            click_node(browser, ids[0])
+            wait_for(browser, "return document.querySelectorAll('#dashboard .example').length > 0")
+            Path(os.environ["TLC_VIEWER_SCREENSHOT"]).write_bytes(browser.get_screenshot_as_png())
+
+        html = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/export.html", timeout=30).read()
+    # the server is gone: the exported file opens on its own
+    page = tmp_path / "shared.html"
+    page.write_bytes(html)
+    open_page(browser, page.as_uri())
+    assert browser.execute_script(
+        "return document.querySelector('#supernode-list li').dataset.label") == "capital cities"
+    click_node(browser, ids[0])
+    wait_for(browser, "return document.querySelectorAll('#dashboard .example').length > 0")
+    assert browser.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.startsWith('http')).length") == 0
+
+
+def test_evil_token_renders_as_text(browser, evil_graph_file, tmp_path):
+    app = create_app(evil_graph_file, annotations_path=tmp_path / "a.json")
+    with serve_in_thread(app) as port:
+        open_page(browser, f"http://127.0.0.1:{port}/")
+        tokens = browser.execute_script(
+            "return [...document.querySelectorAll('svg text.token')].map(t => t.textContent)")
+        assert tokens[1] == EVIL
+        assert EVIL in browser.find_element(By.ID, "prompt").text
+        click_node(browser, browser.execute_script(
+            "return document.querySelectorAll('g.node.token')[1].dataset.nodeId"))
+        assert browser.find_element(By.ID, "node-title").text == EVIL
+        assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+
+
+def test_intervention_panel(browser, graph_file, model, transcoders, tmp_path):
+    import tl_circuits
+
+    if not hasattr(tl_circuits, "intervene"):
+        pytest.skip("tl_circuits.intervene is not available in this checkout")
+    app = create_app(graph_file, annotations_path=tmp_path / "a.json", model=model, transcoders=transcoders)
+    with serve_in_thread(app) as port:
+        open_page(browser, f"http://127.0.0.1:{port}/")
+        assert not browser.find_element(By.ID, "intervene-panel").is_displayed()
+        click_node(browser, feature_ids(browser)[0])
+        browser.find_element(By.ID, "pin-btn").click()
+        value = browser.find_element(By.CSS_SELECTOR, "#intervene-inputs input")
+        value.clear()
+        value.send_keys("8")
+        browser.find_element(By.ID, "intervene-btn").click()
+        wait_for(browser, "return document.querySelectorAll('#intervene-result li').length === 10")
+        first = browser.find_element(By.CSS_SELECTOR, "#intervene-result li").text
+        assert "% (was " in first.replace("  ", " ")

@@ -1,0 +1,165 @@
+"""Pruning: keep the smallest node and edge sets that carry given shares of influence on the targets.
+
+Same rules as circuit-tracer's ``prune_graph`` (``circuit_tracer/graph.py``), computed on the
+nonzero entries of the sparse adjacency only (memory linear in edges, never ``n_nodes^2``):
+
+1. node influence ``I = w (A' + A'^2 + ...)``, ``A'`` the row-normalised ``|A|``, ``w`` the target
+   weights; keep nodes with ``I >=`` the smallest score whose descending cumulative share reaches
+   ``node_threshold``; tokens and targets are always kept;
+2. zero the rows and columns of dropped nodes, renormalise to ``A''``, and score each edge
+   ``A''[t, s] * (I''[t] + w[t])``; keep edges at or above the cut for ``edge_threshold``;
+3. repeatedly drop feature and error nodes without a kept outgoing edge and feature nodes without
+   a kept incoming edge (and their edges), until nothing changes.
+
+Differences from circuit-tracer: an edge is a stored nonzero entry (circuit-tracer's dense mask
+counts zero entries as edges when a threshold of 1.0 cuts at score 0); features whose rows were
+not computed (``max_feature_nodes``) are leaf nodes here and take their share of influence before
+the incoming-edge rule drops them, while circuit-tracer leaves them out of the matrix entirely.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from jaxtyping import Bool, Float
+
+from ..errors import ConfigError
+from .influence import influence_from_edges, normalized_edges
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+FEATURE, ERROR, TOKEN, TARGET = 0, 1, 2, 3
+
+
+class PruneResult(NamedTuple):
+    """Which nodes and edges survive; ``edge_rows/edge_cols`` list the nonzero entries between
+    nodes that passed the node threshold."""
+
+    node_mask: Bool[torch.Tensor, " n_nodes"]
+    edge_rows: torch.Tensor
+    edge_cols: torch.Tensor
+    edge_mask: Bool[torch.Tensor, " nnz"]
+    node_influence: Float[torch.Tensor, " n_nodes"]
+    #: Position of each listed edge among the coalesced adjacency's stored entries.
+    edge_entries: torch.Tensor
+
+
+def target_seed(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
+    """``w`` as a node vector: each target's weight at its node, zero elsewhere."""
+    seed = torch.zeros(graph.n_nodes, dtype=torch.float64)
+    targets = graph.indices("target")
+    weights = graph.target_weights()
+    if weights.numel() != targets.numel():
+        raise ConfigError(
+            f"the graph has {targets.numel()} target nodes but {weights.numel()} target records; "
+            "build it with attribute() or pass one TargetInfo per target node"
+        )
+    seed[targets] = weights
+    return seed
+
+
+def node_influence(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
+    """Influence of every node on the targets, ``w (A' + A'^2 + ...)`` (targets themselves: 0)."""
+    rows, cols, vals = normalized_edges(graph.adjacency)
+    return influence_from_edges(rows, cols, vals, target_seed(graph))
+
+
+def cumulative_cut(scores: Float[torch.Tensor, " m"], n_total: int, share: float) -> float:
+    """The score at which the descending cumulative share of ``scores`` first reaches ``share``.
+
+    ``scores`` are the nonzero (non-negative) entries of a vector of length ``n_total`` whose other
+    entries are 0; only they are sorted. Same value as circuit-tracer's ``find_threshold`` on the
+    full vector.
+    """
+    if scores.numel() == 0:
+        return 0.0
+    ordered = torch.sort(scores, descending=True).values
+    total = ordered.sum()
+    if float(total) <= 0:
+        return 0.0
+    cum = torch.cumsum(ordered, 0) / total
+    at = int(torch.searchsorted(cum, torch.tensor([share], dtype=cum.dtype)).item())
+    if at >= ordered.numel():
+        return 0.0 if ordered.numel() < n_total else float(ordered[-1])
+    return float(ordered[at])
+
+
+def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+    """Node and edge masks of the pruned graph (see the module docstring for the rules)."""
+    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1 (a share of influence), got {value}")
+    n = graph.n_nodes
+    kind = graph.node_kind.long()
+    seed = target_seed(graph)
+    e_rows, e_cols, e_abs, entries = _abs_edges(graph)
+    influence = influence_from_edges(e_rows, e_cols, _row_normalize(e_rows, e_abs, n), seed)
+
+    positive = influence[influence > 0]
+    node_mask = influence >= cumulative_cut(positive, n, node_threshold)
+    node_mask |= (kind == TOKEN) | (kind == TARGET)
+
+    # Edge scores on the node-pruned matrix, renormalised (edges between kept nodes only).
+    inside = (node_mask[e_rows] & node_mask[e_cols]).nonzero().flatten()
+    e_rows, e_cols, entries = e_rows[inside], e_cols[inside], entries[inside]
+    p_vals = _row_normalize(e_rows, e_abs[inside], n)
+    pruned_influence = influence_from_edges(e_rows, e_cols, p_vals, seed) + seed
+    scores = p_vals * pruned_influence[e_rows]
+    cut = cumulative_cut(scores[scores > 0], n * n, edge_threshold)
+    edge_mask = scores >= cut
+
+    # Feature and error nodes need a kept outgoing edge; features need a kept incoming edge.
+    feat_err = (kind == FEATURE) | (kind == ERROR)
+    feat = kind == FEATURE
+    while True:
+        live = edge_mask & node_mask[e_rows] & node_mask[e_cols]
+        has_out = torch.zeros(n, dtype=torch.bool)
+        has_out[e_cols[live]] = True
+        has_in = torch.zeros(n, dtype=torch.bool)
+        has_in[e_rows[live]] = True
+        new = node_mask & ~(feat_err & ~has_out) & ~(feat & ~has_in)
+        if torch.equal(new, node_mask):
+            edge_mask = live
+            break
+        node_mask = new
+    return PruneResult(node_mask, e_rows, e_cols, edge_mask, influence, entries)
+
+
+def _abs_edges(graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
+    adj = adj.coalesce()
+    rows, cols = adj.indices()
+    vals = adj.values().abs().to(torch.float64)
+    stored = (vals != 0).nonzero().flatten()
+    return rows[stored], cols[stored], vals[stored], stored
+
+
+def _row_normalize(rows: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
+    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, vals)
+    return vals / sums.clamp(min=1e-10)[rows]
+
+
+def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Graph:
+    """The pruned graph: kept nodes (in their order) and kept edges with their original weights.
+
+    ``settings['pruning']`` records the thresholds, the full graph's size and the pruned graph's
+    scores (dropped features folded into their error nodes, see :mod:`.scores`).
+    """
+    from .queries import restrict
+    from .scores import graph_scores
+
+    result = prune_masks(graph, node_threshold, edge_threshold)
+    kept = result.node_mask.nonzero().flatten()
+    feature_ids = graph.indices("feature")
+    kept_features = feature_ids[result.node_mask[feature_ids]]
+    scores = graph_scores(graph, keep_features=kept_features)
+    pruning = {
+        "node_threshold": node_threshold, "edge_threshold": edge_threshold,
+        "n_nodes_full": graph.n_nodes, "n_edges_full": int(graph.adjacency.coalesce().values().count_nonzero()),
+        "scores": scores,
+    }
+    entry_mask = torch.zeros(graph.adjacency._nnz(), dtype=torch.bool)
+    entry_mask[result.edge_entries[result.edge_mask]] = True
+    return restrict(graph, kept, entry_mask=entry_mask, settings_update={"pruning": pruning})

@@ -1,0 +1,415 @@
+"""Feature interventions in the replacement model: set or scale transcoder features, run or generate.
+
+Each MLP covered by a transcoder outputs ``reconstruction(activations) + error``, with the error
+term taken from a clean run of the same tokens, so with no change the model is reproduced exactly.
+Open-loop (the default) recomputes every later feature from the live transcoder input, so an
+intervention's effect spreads through later features; a layer in ``constrained_layers`` keeps its
+clean activations (except the intervened ones), and an uncovered layer there keeps its clean MLP
+output. ``freeze_attention`` replaces attention patterns and normalisation scales by their
+clean-run values. Written against the host protocol only (``tl_circuits.hosts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from .errors import ConfigError
+from .hosts import as_host
+from .hosts.base import HookFn, Host
+from .transcoders import TranscoderSet
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Set (``mode='set'``) or multiply (``mode='scale'``) one feature's activation.
+
+    ``position`` counts from 0 (negative counts from the end); in :func:`generate`, None means the
+    last prompt position and every generated position (each position that picks a new token).
+    """
+
+    layer: int
+    position: int | None
+    feature: int
+    value: float
+    mode: str = "set"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("set", "scale"):
+            raise ConfigError(f"intervention mode must be 'set' or 'scale', got {self.mode!r}")
+
+
+@dataclass
+class InterventionResult:
+    """Logits, the feature activations in effect at every covered layer, and the final
+    normalised residual of the intervened run."""
+
+    logits: Float[torch.Tensor, "pos d_vocab"]
+    activations: dict[int, Float[torch.Tensor, "pos d_sae"]] = field(default_factory=dict)
+    resid_final: Float[torch.Tensor, "pos d_model"] | None = None
+
+
+@dataclass
+class _Clean:
+    frozen: dict[str, torch.Tensor]
+    x_in: dict[int, torch.Tensor]
+    acts: dict[int, torch.Tensor]
+    errors: dict[int, torch.Tensor]
+    mlp_out: dict[int, torch.Tensor]
+
+
+def intervene(
+    model: Any,
+    transcoders: Any,
+    prompt: str | Sequence[int] | torch.Tensor,
+    interventions: Iterable[Any],
+    *,
+    constrained_layers: Iterable[int] | None = None,
+    freeze_attention: bool = True,
+    graph: Any = None,
+) -> InterventionResult:
+    """Run ``prompt`` with features set or scaled.
+
+    Args:
+        interventions: items of ``(layer, position, feature, value)``, :class:`Intervention`,
+            dicts ``{'layer', 'position', 'feature', 'value', 'mode'}``, ``(node, value)`` with a
+            graph :class:`~tl_circuits.Node` (features only), or a supernode of ``graph``:
+            ``(name, value)`` / ``{'supernode': name, 'value': v, 'mode': 'scale'}``.
+        constrained_layers: layers whose features keep their clean activations.
+        freeze_attention: hold attention patterns and norm scales at their clean values.
+        graph: the graph whose supernodes the interventions name.
+
+    Example:
+        >>> out = tl_circuits.intervene(model, transcoders, "The capital of France is",
+        ...                             [(3, -1, 1234, 0.0)])  # doctest: +SKIP
+        >>> out.logits[-1].argmax()  # doctest: +SKIP
+    """
+    host, transcoders = _prepare(model, transcoders)
+    tokens = _tokens(host, prompt)
+    edits = resolve(interventions, host, transcoders, int(tokens.numel()), graph=graph)
+    constrained = _constrained(host, constrained_layers)
+    logits, acts, resid = run_batch(host, transcoders, tokens, [edits], constrained, freeze_attention)
+    return InterventionResult(logits[0], {la: a[0] for la, a in acts.items()}, resid[0])
+
+
+def generate(
+    model: Any,
+    transcoders: Any,
+    prompt: str | Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    *,
+    interventions: Iterable[Any] = (),
+    constrained_layers: Iterable[int] | None = None,
+    freeze_attention: bool = True,
+    graph: Any = None,
+) -> list[int]:
+    """Greedy decoding with the interventions applied at every step; returns prompt + new token ids.
+
+    Each step is a clean run and an intervened run of the whole sequence so far (no cache), so
+    frozen attention and constrained layers refer to the clean run of the current sequence.
+    """
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    host, transcoders = _prepare(model, transcoders)
+    tokens = _tokens(host, prompt)
+    n_prompt = int(tokens.numel())
+    items = list(interventions)
+    edits = resolve(items, host, transcoders, n_prompt + max_new_tokens, graph=graph, allow_none=True)
+    constrained = _constrained(host, constrained_layers)
+    seq = tokens.clone()
+    for _ in range(max_new_tokens):
+        length = int(seq.numel())
+        step = []
+        for e in edits:
+            if e.position is None:
+                step += [Intervention(e.layer, p, e.feature, e.value, e.mode) for p in range(n_prompt - 1, length)]
+            elif e.position < length:
+                step.append(e)
+        logits, _, _ = run_batch(host, transcoders, seq, [step], constrained, freeze_attention)
+        seq = torch.cat([seq, logits[0, -1].argmax().view(1).cpu()])
+    return seq.tolist()
+
+
+def resolve(
+    items: Iterable[Any], host: Host, transcoders: TranscoderSet, n_pos: int, *,
+    graph: Any = None, allow_none: bool = False,
+) -> list[Intervention]:
+    """Turn user items into checked :class:`Intervention` s (positions made non-negative)."""
+    out: list[Intervention] = []
+    for item in items:
+        for edit in _expand(item, graph):
+            out.append(_check(edit, host, transcoders, n_pos, allow_none))
+    return out
+
+
+def _expand(item: Any, graph: Any) -> list[Intervention]:
+    if isinstance(item, Intervention):
+        return [item]
+    if isinstance(item, dict):
+        if "supernode" in item:
+            return _supernode(graph, item["supernode"], item.get("value", 0.0), item.get("mode", "set"))
+        if "node" in item:
+            return [_from_node(item["node"], item.get("value", 0.0), item.get("mode", "set"))]
+        missing = {"layer", "position", "feature", "value"} - set(item)
+        if missing:
+            raise ConfigError(f"intervention {item!r} lacks {sorted(missing)}; give layer, position, feature, value")
+        return [_make(item["layer"], item["position"], item["feature"], item["value"], item.get("mode", "set"))]
+    if isinstance(item, str):
+        return _supernode(graph, item, 0.0, "set")
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        head, value, *mode = item
+        mode_s = mode[0] if mode else "set"
+        if isinstance(head, str):
+            return _supernode(graph, head, value, mode_s)
+        return [_from_node(head, value, mode_s)]
+    if isinstance(item, (tuple, list)) and len(item) in (4, 5):
+        return [_make(*item)]
+    raise ConfigError(
+        f"cannot read intervention {item!r}: give (layer, position, feature, value[, mode]), an "
+        "Intervention, a dict, (node, value) or a supernode name of the graph"
+    )
+
+
+def _from_node(node: Any, value: Any, mode: Any) -> Intervention:
+    if not (isinstance(node, tuple) and len(node) == 4 and isinstance(node[0], str)):
+        raise ConfigError(f"expected a graph Node (kind, layer, position, index), got {node!r}")
+    kind, layer, position, index = node
+    if kind != "feature":
+        raise ConfigError(
+            f"cannot intervene on a {kind} node ({node!r}): only feature nodes have an activation "
+            "to set; token and error nodes are fixed inputs of the replacement model"
+        )
+    return _make(layer, position, index, value, mode)
+
+
+def _make(layer: Any, position: Any, feature: Any, value: Any, mode: Any = "set") -> Intervention:
+    """An Intervention from loosely typed user values (ints from tensors, int values, ...)."""
+
+    def integer(x: Any, what: str) -> int:
+        if isinstance(x, bool) or not isinstance(x, (int, torch.Tensor)) or (
+            isinstance(x, torch.Tensor) and (x.numel() != 1 or x.is_floating_point())
+        ):
+            raise ConfigError(f"intervention {what} must be an int, got {x!r}")
+        return int(x)
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise ConfigError(f"intervention value must be a number, got {value!r}")
+    if not isinstance(mode, str):
+        raise ConfigError(f"intervention mode must be 'set' or 'scale', got {mode!r}")
+    pos = None if position is None else integer(position, "position")
+    return Intervention(integer(layer, "layer"), pos, integer(feature, "feature"), float(value), mode)
+
+
+def _supernode(graph: Any, name: Any, value: Any, mode: Any) -> list[Intervention]:
+    if graph is None:
+        raise ConfigError(f"intervention names supernode {name!r}: pass graph= the graph that defines it")
+    if name not in graph.supernodes:
+        raise ConfigError(
+            f"the graph has no supernode {name!r}; it has {sorted(graph.supernodes)} "
+            "(add one with graph.add_supernode)"
+        )
+    nodes = graph.nodes
+    return [_from_node(nodes[i], value, mode) for i in graph.supernodes[name]]
+
+
+def _check(e: Intervention, host: Host, transcoders: TranscoderSet, n_pos: int, allow_none: bool) -> Intervention:
+    if e.layer not in transcoders.layers:
+        raise ConfigError(
+            f"no transcoder at layer {e.layer} (in {e}): features exist at layers {transcoders.layers}"
+        )
+    d_sae = transcoders.d_sae(e.layer)
+    if not 0 <= e.feature < d_sae:
+        raise ConfigError(f"feature {e.feature} does not exist at layer {e.layer} (in {e}): it has features 0..{d_sae - 1}")
+    if e.position is None:
+        if not allow_none:
+            raise ConfigError(f"position None (every generated position) is only for generate(); in {e} give a position")
+        return e
+    if not -n_pos <= e.position < n_pos:
+        raise ConfigError(f"position {e.position} does not exist (in {e}): the sequence has positions 0..{n_pos - 1}")
+    return Intervention(e.layer, e.position % n_pos, e.feature, float(e.value), e.mode)
+
+
+def clean_run(host: Host, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"]) -> _Clean:
+    """One plain forward pass, recording what the intervened run holds fixed."""
+    clean = _Clean({}, {}, {}, {}, {})
+    hooks: list[tuple[str, HookFn]] = [(n, _store(clean.frozen, n)) for n in host.freeze_hook_names()]
+    hooks += [(transcoders.hook_in(la), _store(clean.x_in, la)) for la in transcoders.layers]
+    hooks += [(host.mlp_out_hook(la), _store(clean.mlp_out, la)) for la in range(host.n_layers)]
+    with torch.no_grad(), host.hooks(hooks):
+        host.forward(tokens.to(host.device)[None])
+    x0 = {la: x[0] for la, x in clean.x_in.items()}
+    clean.acts = {la: transcoders.encode(la, x) for la, x in x0.items()}
+    for la in transcoders.out_layers:
+        clean.errors[la] = clean.mlp_out[la][0] - transcoders.reconstruct(la, clean.acts, x0)
+    return clean
+
+
+def run_batch(
+    host: Host, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"],
+    edits: list[list[Intervention]], constrained: set[int], freeze_attention: bool,
+    clean: _Clean | None = None,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
+    """One intervened forward pass over ``len(edits)`` copies of ``tokens``, copy ``b`` with
+    ``edits[b]``; returns logits, activations per layer and final residual, batch first."""
+    clean = clean or clean_run(host, transcoders, tokens)
+    batch = len(edits)
+    by_layer: dict[int, list[tuple[int, Intervention]]] = {}
+    for b, items in enumerate(edits):
+        for e in items:
+            by_layer.setdefault(e.layer, []).append((b, e))
+    acts: dict[int, torch.Tensor] = {}
+    x_live: dict[int, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+
+    def read_input(layer: int) -> HookFn:
+        def hook(x: torch.Tensor) -> None:
+            x_live[layer] = x
+            a = clean.acts[layer].expand(batch, -1, -1).clone() if layer in constrained else transcoders.encode(layer, x)
+            for b, e in by_layer.get(layer, []):
+                assert e.position is not None
+                a[b, e.position, e.feature] = e.value if e.mode == "set" else a[b, e.position, e.feature] * e.value
+            acts[layer] = a
+
+        return hook
+
+    def write_output(layer: int) -> HookFn:
+        def hook(y: torch.Tensor) -> torch.Tensor:
+            if layer in transcoders.out_layers:
+                return (transcoders.reconstruct(layer, acts, x_live) + clean.errors[layer]).to(y.dtype)
+            if layer in constrained:
+                return clean.mlp_out[layer].expand_as(y)
+            return y
+
+        return hook
+
+    hooks: list[tuple[str, HookFn]] = []
+    if freeze_attention:
+        hooks += [(n, _replace(clean.frozen[n])) for n in host.freeze_hook_names() if n in clean.frozen]
+    hooks += [(transcoders.hook_in(la), read_input(la)) for la in transcoders.layers]
+    hooks += [(host.mlp_out_hook(la), write_output(la)) for la in range(host.n_layers)]
+    hooks.append((host.resid_final_hook(), _store(out, "resid")))
+    with torch.no_grad(), host.hooks(hooks):
+        logits = host.forward(tokens.to(host.device)[None].expand(batch, -1))
+    return logits, acts, out["resid"]
+
+
+def _store(where: dict[Any, torch.Tensor], key: Any) -> HookFn:
+    def hook(x: torch.Tensor) -> None:
+        where[key] = x.detach()
+
+    return hook
+
+
+def _replace(value: torch.Tensor) -> HookFn:
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        return value.expand_as(x)
+
+    return hook
+
+
+def _prepare(model: Any, transcoders: Any) -> tuple[Host, TranscoderSet]:
+    from .replacement import check_compatible
+
+    host = as_host(model)
+    if not isinstance(transcoders, TranscoderSet):
+        transcoders = TranscoderSet(transcoders)
+    check_compatible(host, transcoders)
+    return host, transcoders.to(device=host.device, dtype=host.dtype)
+
+
+def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> Int[torch.Tensor, " pos"]:
+    from .attribution.attribute import _tokens as tokens_of
+
+    return tokens_of(host, prompt)[0]
+
+
+def _constrained(host: Host, layers: Iterable[int] | None) -> set[int]:
+    chosen = set() if layers is None else {int(la) for la in layers}
+    bad = sorted(la for la in chosen if not 0 <= la < host.n_layers)
+    if bad:
+        raise ConfigError(f"constrained_layers {bad} do not exist: the model has layers 0..{host.n_layers - 1}")
+    return chosen
+
+
+@dataclass
+class GraphCheck:
+    """Predicted vs measured effects of zeroing each top feature on each target's read-out.
+
+    ``predicted[i, t] = -A[t, s_i]``; ``constrained`` is measured with every layer constrained and
+    attention and norms frozen (the graph's own assumptions, so it must equal ``predicted`` up to
+    round-off); ``open_loop`` lets later features respond (attention and norms still frozen).
+    """
+
+    node_ids: list[int]
+    predicted: Float[torch.Tensor, "n n_targets"]
+    constrained: Float[torch.Tensor, "n n_targets"]
+    open_loop: Float[torch.Tensor, "n n_targets"]
+    max_abs_error: float
+    pearson_open_loop: float
+
+    def __str__(self) -> str:
+        return (
+            f"GraphCheck({len(self.node_ids)} features x {self.predicted.shape[1]} targets: "
+            f"constrained max |error| {self.max_abs_error:.3g}, open-loop Pearson r "
+            f"{self.pearson_open_loop:.3f})"
+        )
+
+
+def check_graph(model: Any, transcoders: Any, graph: Any, top: int = 20, *, batch_size: int = 8) -> GraphCheck:
+    """Compare the graph's predicted direct effects with interventions on the model.
+
+    For the ``top`` feature nodes by influence, zero each one and measure the change of every
+    target's read-out (target direction . final normalised residual at the last position).
+    """
+    if graph.is_pruned:
+        raise ConfigError("check_graph needs the full graph (pruning dropped edges); pass the graph attribute() returned")
+    host, transcoders = _prepare(model, transcoders)
+    tokens = torch.tensor(graph.tokens, dtype=torch.long)
+    ranked = graph.top_nodes(top)
+    ids = [r.id for r in ranked]
+    clean = clean_run(host, transcoders, tokens)
+    for r in ranked:
+        got = float(clean.acts[r.node.layer][r.node.position, r.node.index])
+        want = float(graph.activations[r.id])
+        if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+            raise ConfigError(
+                f"feature {r.node} has activation {got:.6g} here but {want:.6g} in the graph: the "
+                "model or transcoders differ from the ones the graph was built with"
+            )
+    targets = graph.indices("target")
+    adj = graph.adjacency.coalesce() if graph.adjacency.is_sparse else graph.adjacency.to_sparse().coalesce()
+    col_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
+    col_of[torch.tensor(ids, dtype=torch.long)] = torch.arange(len(ids))
+    row_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
+    row_of[targets] = torch.arange(targets.numel())
+    r, c = adj.indices()
+    hit = (col_of[c] >= 0) & (row_of[r] >= 0)
+    predicted = torch.zeros(len(ids), targets.numel(), dtype=torch.float64)
+    predicted[col_of[c[hit]], row_of[r[hit]]] = -adj.values()[hit].to(torch.float64)
+    vectors = graph.target_vectors[graph.node_index[targets].long()].to(host.device, torch.float64)
+    last = int(tokens.numel()) - 1
+
+    def measure(constrained: set[int]) -> torch.Tensor:
+        rows = []
+        for lo in range(0, len(ids), batch_size):
+            chunk = ranked[lo : lo + batch_size]
+            edits = [[]] + [[Intervention(r.node.layer, r.node.position, r.node.index, 0.0)] for r in chunk]
+            _, _, resid = run_batch(host, transcoders, tokens, edits, constrained, True, clean)
+            read = resid[:, last].to(torch.float64) @ vectors.T
+            rows.append((read[1:] - read[:1]).cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, len(targets), dtype=torch.float64)
+
+    constrained = measure(set(range(host.n_layers)))
+    open_loop = measure(set())
+    err = float((constrained - predicted).abs().max()) if predicted.numel() else 0.0
+    return GraphCheck(ids, predicted, constrained, open_loop, err, _pearson(predicted, open_loop))
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    denom = float(a.norm() * b.norm())
+    return float(a @ b) / denom if denom > 0 else float("nan")

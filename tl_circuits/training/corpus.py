@@ -1,0 +1,179 @@
+"""Training text: the user's files or the default offline corpus, cut into fixed-length contexts.
+
+The default corpus is English prose that ships with every Python: the documentation topics of
+``pydoc_data`` (about 110k SmolLM2 tokens), available offline and instantly. Text the model writes
+itself from varied seed prompts (:func:`generated_corpus`) matches attribution prompts better but
+was measured at 14 tokens/s on the shared 2-core machine, too slow for the demo's time budget; see
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+
+from tl_circuits._atomic import atomic_path
+from tl_circuits.errors import ConfigError
+
+CACHE_ENV = "TL_CIRCUITS_CACHE"
+
+#: Seed prompts for the default corpus: encyclopedic openings across many topics, so the
+#: transcoders see the kind of text attribution prompts are made of ("The capital of France is").
+SEED_PROMPTS: tuple[str, ...] = (
+    "The capital of France is", "The capital of Japan is", "Paris is a city", "The river Nile",
+    "Berlin is the capital of", "The largest country in Africa is", "Mount Everest is",
+    "The Roman Empire", "In 1969, astronauts", "The French Revolution began", "Shakespeare wrote",
+    "The theory of evolution", "Photosynthesis is the process", "Water boils at",
+    "The human heart", "Electricity is", "A prime number is", "The Pacific Ocean",
+    "The history of Spain", "Italy is known for", "The population of China", "Albert Einstein was",
+    "The Great Wall of China", "Canada borders", "The official language of Brazil is",
+    "The currency of the United Kingdom is", "Marie Curie discovered", "The moon orbits",
+    "Dogs are", "The recipe calls for", "Once upon a time,", "She opened the door and",
+    "Here are three tips for", "To solve this equation,", "The opposite of hot is",
+    "Q: What is the capital of Germany?\nA:", "Q: Who painted the Mona Lisa?\nA:",
+    "Write a short story about", "The weather today is", "My favourite book is",
+    "The meeting will be held in", "Football is a sport", "The Amazon rainforest",
+    "The United Nations was founded", "Computers use", "The planet Mars", "London is the",
+    "Madrid, the capital of", "Tokyo has a population of", "The Eiffel Tower was built",
+    "In the morning, I", "The President of the United States", "Music is",
+    "The ancient Greeks believed", "A triangle has", "The Industrial Revolution",
+    "Vaccines work by", "The city of Rome", "Australia is a country", "The best way to learn",
+    "The Olympic Games", "Climate change is", "The Moon landing", "Chocolate is made from",
+)
+
+
+def cache_home() -> Path:
+    """``$TL_CIRCUITS_CACHE``, else ``$XDG_CACHE_HOME/tl_circuits``, else ``~/.cache/tl_circuits``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "tl_circuits"
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and check a file can be written there (ConfigError if not)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the {what} {path} is not writable ({exc.strerror or exc}); choose another folder, "
+            f"e.g. set {CACHE_ENV}=/some/writable/dir."
+        ) from exc
+    return path
+
+
+def read_text_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Texts from files: ``.jsonl`` (one JSON object with a ``"text"`` field per line) or plain
+    text (one text per file)."""
+    texts: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise ConfigError(f"text file {path} does not exist; pass existing .txt/.jsonl files.")
+        content = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(content.splitlines(), 1):
+                if line.strip():
+                    try:
+                        texts.append(str(json.loads(line)["text"]))
+                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                        raise ConfigError(
+                            f"{path}:{n} is not a JSON object with a 'text' field ({exc}); write "
+                            'one {"text": "..."} per line, or use a plain .txt file.'
+                        ) from exc
+        else:
+            texts.append(content)
+    return texts
+
+
+def tokenize_contexts(
+    tokenizer: Any, texts: Sequence[str], ctx_len: int, *, bos_token_id: int | None = None
+) -> Int[torch.Tensor, "n_ctx ctx_len"]:
+    """Concatenate the texts (EOS between them) and cut the tokens into ``ctx_len`` windows.
+
+    With ``bos_token_id`` each window is ``[BOS] + ctx_len - 1`` tokens. Raises ConfigError when
+    there is no text or not enough for one window.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ConfigError("no training text: give at least one non-empty text (or file).")
+    sep = getattr(tokenizer, "eos_token_id", None)
+    ids: list[int] = []
+    for text in texts:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        if sep is not None:
+            ids.append(int(sep))
+    body = ctx_len - (bos_token_id is not None)
+    n = len(ids) // body
+    if n == 0:
+        raise ConfigError(
+            f"the training text is {len(ids)} tokens, shorter than one context of {body} tokens; "
+            "give more text or a smaller ctx_len."
+        )
+    out = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
+    if bos_token_id is not None:
+        out = torch.cat([torch.full((n, 1), bos_token_id, dtype=torch.long), out], dim=1)
+    return out
+
+
+def default_texts(model: Any = None, *, progress: bool = True) -> list[str]:
+    """The default offline corpus: Python's documentation topics (``pydoc_data.topics``), one
+    text per topic, in a fixed order. ``model`` and ``progress`` are accepted for symmetry with
+    :func:`generated_corpus` and unused."""
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)]
+
+
+def generated_corpus(
+    model: Any,
+    *,
+    n_tokens: int = 60_000,
+    max_new_tokens: int = 96,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Text the model samples from :data:`SEED_PROMPTS` (temperature 1), cached as JSON.
+
+    The cache file is keyed by the model's name, its settings and the seed list, so another model
+    or setting generates afresh.
+    """
+    from tqdm.auto import tqdm
+
+    name = str(getattr(model.cfg, "model_name", "model"))
+    key = hashlib.sha256(
+        json.dumps([name, n_tokens, max_new_tokens, seed, SEED_PROMPTS]).encode()
+    ).hexdigest()[:12]
+    directory = writable_dir(cache_dir or cache_home() / "corpus", "corpus cache directory")
+    path = directory / f"generated-{name}-{key}.json"
+    if path.is_file():
+        return list(json.loads(path.read_text(encoding="utf-8"))["texts"])
+    texts: list[str] = []
+    gen = torch.Generator().manual_seed(seed)
+    per_round = len(SEED_PROMPTS) * max_new_tokens
+    rounds = max(1, -(-n_tokens // per_round))
+    torch.manual_seed(seed)
+    for _ in tqdm(range(rounds), desc="generating default corpus", disable=not progress):
+        order = torch.randperm(len(SEED_PROMPTS), generator=gen).tolist()
+        prompts = [SEED_PROMPTS[i] for i in order]
+        with torch.no_grad():
+            texts += model.generate(
+                prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
+                verbose=False, use_past_kv_cache=True,
+            )
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"model": name, "texts": texts}), encoding="utf-8")
+    return texts

@@ -1,0 +1,241 @@
+"""Trainable transcoders for every layer at once: per-layer or cross-layer, TopK or JumpReLU.
+
+Inputs and outputs are trained in normalised units (each layer scaled so its mean squared norm is
+``d``), and the scales are folded into the weights on export, so an exported transcoder reads
+and writes the model's raw activations. For layer ``l`` (``x`` its MLP input, ``y_m`` MLP outputs)::
+
+    pre_l   = (s_l x_l) @ W_enc_l + b_enc_l                               [n, d_sae]
+    acts_l  = TopK_k(pre_l)  |  pre_l * (pre_l > exp(log_threshold_l))     (JumpReLU)
+    y_hat_m = (sum_{l in src(m)} acts_l @ W_dec_{l->m} + b_dec_m + (s_m x_m) @ W_skip_m.T) / t_m
+
+with ``src(m) = {m}`` for per-layer transcoders and ``{0..m}`` for a cross-layer transcoder. TopK
+decodes with ``embedding_bag`` over the k active rows (a gather, never a dense [n, d_sae] matmul).
+JumpReLU uses the straight-through estimator of Rajamanoharan et al. 2024 for its threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+
+from tl_circuits.transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
+
+_BANDWIDTH = 0.05  # JumpReLU straight-through kernel width (normalised units)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, log_thr):  # type: ignore[override]
+        thr = log_thr.exp()
+        ctx.save_for_backward(pre, thr)
+        return pre * (pre > thr).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        pre, thr = ctx.saved_tensors
+        kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
+        g_thr = -thr * thr * kernel * grad  # d/dlog(thr) of pre * H(pre - thr), straight-through
+        return grad * (pre > thr).to(pre.dtype), g_thr.reshape(-1, thr.shape[-1]).sum(0)
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, log_thr):  # type: ignore[override]
+        thr = log_thr.exp()
+        ctx.save_for_backward(pre, thr)
+        return (pre > thr).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        pre, thr = ctx.saved_tensors
+        kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
+        g_thr = -thr * kernel * grad
+        return None, g_thr.reshape(-1, thr.shape[-1]).sum(0)
+
+
+class TranscoderStack(nn.Module):
+    """Parameters and forward pass of the transcoders being trained (see module docstring)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_in: int,
+        d_out: int,
+        d_sae: int,
+        *,
+        kind: str = "topk",
+        k: int = 32,
+        skip: bool = False,
+        cross_layer: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.n_layers, self.d_in, self.d_out, self.d_sae = n_layers, d_in, d_out, d_sae
+        self.kind, self.k, self.skip, self.cross_layer = kind, k, skip, cross_layer
+        gen = torch.Generator().manual_seed(seed)
+        L = n_layers
+        w_dec = torch.randn(L, d_sae, d_out, generator=gen)
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True) * 0.1
+        w_enc = torch.randn(L, d_in, d_sae, generator=gen) / math.sqrt(d_in)
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(L, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(L, d_out))
+        if cross_layer:
+            # W_dec[l]: [d_sae, (L - l) * d_out], the rows written to layers l..L-1 side by side.
+            self.W_dec = nn.ParameterList(
+                [nn.Parameter(w_dec[l].repeat(1, L - l) / math.sqrt(L - l)) for l in range(L)]
+            )
+        else:
+            self.W_dec_stacked = nn.Parameter(w_dec)
+        self.W_skip = nn.Parameter(torch.zeros(L, d_out, d_in)) if skip else None
+        self.log_threshold = (
+            nn.Parameter(torch.full((L, d_sae), math.log(0.1))) if kind == "jumprelu" else None
+        )
+        self.register_buffer("in_scale", torch.ones(L))
+        self.register_buffer("out_scale", torch.ones(L))
+        self.register_buffer("since_fired", torch.zeros(L, d_sae, dtype=torch.long))
+
+    def decoder(self, layer: int) -> Float[torch.Tensor, "d_sae width"]:
+        """Layer's decoder as one embedding matrix (cross-layer: all written layers side by side)."""
+        return self.W_dec[layer] if self.cross_layer else self.W_dec_stacked[layer]
+
+    @torch.no_grad()
+    def init_from_batch(
+        self, x: Float[torch.Tensor, "L n d_in"], y: Float[torch.Tensor, "L n d_out"]
+    ) -> None:
+        """Set the normalisation scales and ``b_dec`` (the mean output) from a first batch."""
+        self.in_scale.copy_((self.d_in / x.float().pow(2).sum(-1).mean(-1)).sqrt())
+        self.out_scale.copy_((self.d_out / y.float().pow(2).sum(-1).mean(-1)).sqrt())
+        self.b_dec.copy_((y.float() * self.out_scale[:, None, None]).mean(1))
+
+    def pre_activation(self, layer: int, xn: Float[torch.Tensor, "n d_in"]) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
+            pre = xn @ self.W_enc[layer]
+        return pre.float() + self.b_enc[layer]
+
+    def forward(
+        self, x: Float[torch.Tensor, "L n d_in"], y: Float[torch.Tensor, "L n d_out"],
+        *, aux_k: int = 0, dead_after: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """Losses and metrics of one batch: ``loss`` (to minimise), per-layer ``fvu``/``l0``."""
+        L, n = x.shape[0], x.shape[1]
+        xn = x.float() * self.in_scale[:, None, None]
+        yn = y.float() * self.out_scale[:, None, None]
+        recon = [self.b_dec[m].expand(n, -1) for m in range(L)]
+        if self.W_skip is not None:
+            recon = [recon[m] + xn[m] @ self.W_skip[m].T for m in range(L)]
+        l0 = torch.zeros(L)
+        aux_loss = torch.zeros(())
+        sparsity = torch.zeros(())
+        pres = []
+        fired_all: list[torch.Tensor] = []
+        for layer in range(L):
+            pre = self.pre_activation(layer, xn[layer])
+            pres.append(pre)
+            if self.kind == "topk":
+                vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+                vals = vals.relu()
+                out = F.embedding_bag(idx, self.decoder(layer), per_sample_weights=vals, mode="sum")
+                fired = torch.zeros(self.d_sae, dtype=torch.bool)
+                fired[idx[vals > 0]] = True
+                l0[layer] = (vals > 0).float().sum(-1).mean().detach()
+            else:
+                assert self.log_threshold is not None
+                acts = _JumpReLU.apply(pre, self.log_threshold[layer])
+                out = acts @ self.decoder(layer)
+                fired = (acts > 0).any(0)
+                step = _Step.apply(pre, self.log_threshold[layer])
+                sparsity = sparsity + step.sum(-1).mean()
+                l0[layer] = (acts > 0).float().sum(-1).mean().detach()
+            fired_all.append(fired)
+            self._add_writes(recon, layer, out)
+        per_layer_se = torch.stack([(recon[m] - yn[m]).pow(2).sum(-1).mean() for m in range(L)])
+        var = (yn - yn.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)
+        fvu = per_layer_se / var.clamp_min(1e-12)
+        loss = fvu.sum()
+        if self.kind == "topk" and aux_k > 0 and dead_after > 0:
+            aux_loss = self._aux_loss(pres, recon, yn, aux_k, dead_after)
+            loss = loss + aux_loss / 32
+        if self.kind == "jumprelu":
+            loss = loss + self.sparsity_coef * sparsity / L
+        return {"loss": loss, "fvu": fvu.detach(), "l0": l0, "aux": aux_loss.detach(),
+                "fired": torch.stack(fired_all)}
+
+    @torch.no_grad()
+    def count_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
+        """Advance the tokens-since-fired counters after a step (``fired``: [L, d_sae] bool)."""
+        self.since_fired += n_tokens
+        self.since_fired[fired] = 0
+
+    sparsity_coef: float = 1e-3
+
+    def _add_writes(self, recon: list[torch.Tensor], layer: int, out: torch.Tensor) -> None:
+        if not self.cross_layer:
+            recon[layer] = recon[layer] + out
+            return
+        for j, m in enumerate(range(layer, self.n_layers)):
+            recon[m] = recon[m] + out[:, j * self.d_out : (j + 1) * self.d_out]
+
+    def _aux_loss(self, pres, recon, yn, aux_k, dead_after) -> torch.Tensor:
+        """AuxK (Gao et al. 2024): dead features reconstruct the residual error of their layer."""
+        total = torch.zeros(())
+        for layer, pre in enumerate(pres):
+            dead = self.since_fired[layer] >= dead_after
+            n_dead = int(dead.sum())
+            if n_dead == 0 or self.cross_layer:
+                continue
+            err = (yn[layer] - recon[layer]).detach()
+            masked = pre.masked_fill(~dead, float("-inf"))
+            vals, idx = masked.topk(min(aux_k, n_dead), dim=-1, sorted=False)
+            out = F.embedding_bag(idx, self.decoder(layer), per_sample_weights=vals.relu(),
+                                  mode="sum")
+            denom = (err - err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+            total = total + (out - err).pow(2).sum(-1).mean() / denom
+        return total
+
+    @torch.no_grad()
+    def export(
+        self, hook_in: list[str], hook_out: list[str], cfg_extra: dict
+    ) -> TranscoderSet | CrossLayerTranscoder:
+        """Transcoders in raw units (scales folded in), with ``cfg_extra`` in each config."""
+        s_in, s_out = self.in_scale, self.out_scale
+        W_enc = [(self.W_enc[la] * s_in[la]).clone() for la in range(self.n_layers)]
+        thr = None
+        if self.log_threshold is not None:
+            thr = [self.log_threshold[la].exp().clone() for la in range(self.n_layers)]
+        b_dec = [(self.b_dec[m] / s_out[m]).clone() for m in range(self.n_layers)]
+        W_skip = None
+        if self.W_skip is not None:
+            W_skip = [(self.W_skip[m] * s_in[m] / s_out[m]).clone() for m in range(self.n_layers)]
+        activation = "topk" if self.kind == "topk" else "jumprelu"
+        if self.cross_layer:
+            W_dec = []
+            for la in range(self.n_layers):
+                rows = self.W_dec[la].view(self.d_sae, self.n_layers - la, self.d_out)
+                W_dec.append((rows / s_out[la:, None]).clone())
+            return CrossLayerTranscoder(
+                W_enc=W_enc, b_enc=[self.b_enc[la].clone() for la in range(self.n_layers)],
+                W_dec=W_dec, b_dec=b_dec, threshold=thr, W_skip=W_skip,
+                activation=activation, k=self.k if activation == "topk" else None,
+                hook_in=hook_in, hook_out=hook_out, extra_config=cfg_extra,
+            )
+        transcoders = []
+        for la in range(self.n_layers):
+            tc = Transcoder(
+                W_enc[la], self.b_enc[la].clone(), (self.W_dec_stacked[la] / s_out[la]).clone(),
+                b_dec[la], hook_name=hook_in[la], hook_name_out=hook_out[la],
+                activation=activation, k=self.k if activation == "topk" else None,
+                threshold=None if thr is None else thr[la],
+                W_skip=None if W_skip is None else W_skip[la],
+            )
+            tc.cfg["training"] = dict(cfg_extra.get("training", {}))
+            tc.cfg["metrics"] = {
+                key: (value[la] if isinstance(value, list) else value)
+                for key, value in cfg_extra.get("metrics", {}).items()
+            }
+            transcoders.append(tc)
+        return TranscoderSet(transcoders)

@@ -1,0 +1,258 @@
+"""``train_transcoders``: transcoders for every MLP of a HookedTransformer from one forward pass per batch.
+
+Activations are streamed: each step runs the model on a batch of contexts, reads every layer's
+MLP input and output through hooks, and takes one Adam step for all layers together; nothing is
+cached on disk. Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
+resumed run ends with the same weights as an uninterrupted one (the batch and learning rate of a
+step depend only on the seed and the step number).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+
+from tl_circuits.errors import ConfigError
+from tl_circuits.training import corpus as corpus_mod
+from tl_circuits.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from tl_circuits.training.stack import TranscoderStack
+from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
+
+DEFAULT_HOOK_IN = "blocks.{l}.ln2.hook_normalized"
+DEFAULT_HOOK_OUT = "blocks.{l}.hook_mlp_out"
+
+
+def train_transcoders(
+    model: Any,
+    texts: Sequence[str] | None = None,
+    *,
+    kind: str = "topk",
+    skip: bool = False,
+    cross_layer: bool = False,
+    d_sae: int | None = None,
+    k: int = 32,
+    steps: int | None = None,
+    tokens: int = 1_000_000,
+    batch: int = 32,
+    ctx_len: int = 128,
+    lr: float = 1e-3,
+    sparsity_coef: float = 1e-3,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    hook_in: str = DEFAULT_HOOK_IN,
+    hook_out: str = DEFAULT_HOOK_OUT,
+    eval_fraction: float = 0.05,
+    checkpoint_every: int = 50,
+    bfloat16_model: bool = True,
+    progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> TranscoderSet | CrossLayerTranscoder:
+    """Train transcoders for every layer of ``model`` (a TransformerLens ``HookedTransformer``).
+
+    Args:
+        texts: training texts; None uses the default corpus (see docs/training.md).
+        kind: ``"topk"`` (exactly ``k`` active features per token and layer) or ``"jumprelu"``
+            (learned thresholds, L0 penalised by ``sparsity_coef``).
+        skip: add a linear skip connection ``W_skip`` (a "skip transcoder").
+        cross_layer: train one cross-layer transcoder (features write to their layer and every
+            later one) instead of per-layer transcoders.
+        d_sae: features per layer (default ``4 * d_model``).
+        steps / tokens: training length in steps, or in tokens when ``steps`` is None.
+        batch / ctx_len: contexts per step and tokens per context.
+        lr: Adam learning rate (activations are normalised, so it transfers across models); warmed
+            up over the first 5% of steps and decayed linearly to 0 over the last 20%.
+        out_dir: where to save the result (SAELens per-layer directories, or a circuit-tracer CLT
+            directory); None keeps it in memory only (no checkpoints either).
+        resume: continue from the checkpoint left by an interrupted run with the same settings.
+        hook_in / hook_out: hook name patterns with ``{l}`` for the layer.
+        eval_fraction: share of contexts held out; final metrics on them go into the configs.
+        bfloat16_model: run the forward passes on a bfloat16 copy of a float32 CPU model (about
+            twice as fast; the transcoders themselves train in float32 with bfloat16 encoders).
+        callback: called after every step with ``(step, metrics)``.
+
+    Returns:
+        A :class:`TranscoderSet` (per-layer) or a :class:`CrossLayerTranscoder`.
+    """
+    if kind not in ("topk", "jumprelu"):
+        raise ConfigError(f"kind={kind!r} is not supported; use 'topk' or 'jumprelu'.")
+    cfg = model.cfg
+    L, d_model = cfg.n_layers, cfg.d_model
+    d_sae = d_sae or 4 * d_model
+    hooks_in = [hook_in.format(l=la) for la in range(L)]
+    hooks_out = [hook_out.format(l=la) for la in range(L)]
+    missing = [h for h in hooks_in + hooks_out if h not in model.hook_dict]
+    if missing:
+        raise ConfigError(
+            f"the model has no hook(s) {missing[:3]}{'...' if len(missing) > 3 else ''} for the "
+            f"requested transcoder sites {hook_in!r} -> {hook_out!r}; use TransformerLens names "
+            "such as 'blocks.{l}.ln2.hook_normalized' or 'blocks.{l}.hook_resid_mid' -> "
+            "'blocks.{l}.hook_mlp_out'."
+        )
+    if not 0 < k <= d_sae:
+        raise ConfigError(f"k={k} must lie in 1..d_sae={d_sae}.")
+    out_path = None if out_dir is None else Path(out_dir)
+    if out_path is not None:
+        corpus_mod.writable_dir(out_path.parent, "output directory")
+    if texts is None:
+        texts = corpus_mod.default_texts(model, progress=progress)
+    bos = _bos_to_prepend(model)
+    contexts = corpus_mod.tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
+    n_eval = min(len(contexts) - 1, max(1, round(eval_fraction * len(contexts)))) if len(contexts) > 1 else 0
+    train_ctx, eval_ctx = contexts[: len(contexts) - n_eval], contexts[len(contexts) - n_eval :]
+    batch = min(batch, len(train_ctx))
+    per_step = batch * (ctx_len - (bos is not None))
+    steps = steps if steps is not None else max(1, math.ceil(tokens / per_step))
+    settings = {
+        "kind": kind, "skip": skip, "cross_layer": cross_layer, "d_sae": d_sae, "k": k,
+        "steps": steps, "batch": batch, "ctx_len": ctx_len, "lr": lr, "seed": seed,
+        "sparsity_coef": sparsity_coef, "hook_in": hook_in, "hook_out": hook_out,
+        "n_train_contexts": len(train_ctx), "n_eval_contexts": len(eval_ctx),
+        "model": str(getattr(cfg, "model_name", "")), "bfloat16_model": bfloat16_model,
+    }
+    stack = TranscoderStack(L, d_model, d_model, d_sae, kind=kind, k=k, skip=skip,
+                            cross_layer=cross_layer, seed=seed)
+    stack.sparsity_coef = sparsity_coef
+    optimizer = torch.optim.Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
+    ckpt = None if out_path is None else checkpoint_dir(out_path)
+    start = 0
+    if ckpt is not None and ckpt.is_dir():
+        if resume:
+            start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer)
+        else:
+            shutil.rmtree(ckpt)
+    runner = _fast_copy(model) if bfloat16_model else model
+    dead_after = 20 * per_step
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, desc="training transcoders", disable=not progress)
+    done = start
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, steps):
+            ids = _batch_ids(step, batch, len(train_ctx), seed)
+            x, y = activations(runner, train_ctx[ids], hooks_in, hooks_out, skip_first=bos is not None)
+            if step == 0:
+                stack.init_from_batch(x, y)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * _lr_factor(step, steps)
+            out = stack(x, y, aux_k=4 * k, dead_after=dead_after)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            stack.count_firing(out["fired"], x.shape[1])
+            done = step + 1
+            metrics = {
+                "loss": float(out["loss"].detach()), "fvu": float(out["fvu"].mean()),
+                "l0": float(out["l0"].mean()),
+                "dead": float((stack.since_fired >= dead_after).float().mean()),
+            }
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", fvu=f"{metrics['fvu']:.3f}",
+                            l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead']:.1%}")
+            bar.update(1)
+            if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                save_checkpoint(ckpt, step=step + 1, settings=settings, module=stack,
+                                optimizer=optimizer)
+            if callback is not None:
+                callback(step, metrics)
+    except KeyboardInterrupt:
+        if ckpt is not None:
+            save_checkpoint(ckpt, step=done, settings=settings, module=stack, optimizer=optimizer)
+        raise
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - t0
+    settings_out = {**settings, "train_seconds_this_run": round(train_seconds, 1)}
+    result = stack.export(hooks_in, hooks_out, {"training": settings_out})
+    if len(eval_ctx):
+        from tl_circuits.training.evaluate import layer_metrics
+
+        metrics = layer_metrics(runner, result, eval_ctx, skip_first=bos is not None)
+        _attach_metrics(result, metrics)
+    if out_path is not None:
+        result.save(out_path)
+        if ckpt is not None and ckpt.exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return result
+
+
+def activations(
+    model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks_in: list[str], hooks_out: list[str],
+    *, skip_first: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLP inputs and outputs of every layer, ``[n_layers, batch * pos, d]`` each, in float32."""
+    store: dict[str, torch.Tensor] = {}
+
+    def grab(t: torch.Tensor, hook: Any) -> None:
+        store[hook.name] = t[:, 1:] if skip_first else t
+
+    last = max(int(h.split(".")[1]) for h in hooks_out) + 1
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[(h, grab) for h in hooks_in + hooks_out],
+                             stop_at_layer=last)
+
+    def stacked(names: list[str]) -> torch.Tensor:
+        return torch.stack([store[n].reshape(-1, store[n].shape[-1]) for n in names]).float()
+
+    return stacked(hooks_in), stacked(hooks_out)
+
+
+def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[str, list[float]]) -> None:
+    if isinstance(result, CrossLayerTranscoder):
+        result.extra_config["metrics"] = metrics
+        return
+    for tc in result:
+        tc.cfg["metrics"] = {name: values[tc.layer] for name, values in metrics.items()}
+
+
+def _batch_ids(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
+    """Context ids of a step: epoch-wise permutations seeded by (seed, epoch)."""
+    per_epoch = max(1, n // batch)
+    epoch, offset = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm[offset * batch : (offset + 1) * batch]
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    warm = max(1, steps // 20)
+    decay_from = int(steps * 0.8)
+    if step < warm:
+        return (step + 1) / warm
+    if step >= decay_from:
+        return max(0.0, (steps - step) / max(1, steps - decay_from))
+    return 1.0
+
+
+def _bos_to_prepend(model: Any) -> int | None:
+    from tl_circuits.hosts.base import tokenizer_adds_bos
+
+    tok = model.tokenizer
+    if tok is None:
+        raise ConfigError("the model has no tokenizer; training needs one to encode the texts.")
+    return tok.bos_token_id if tokenizer_adds_bos(tok) else None
+
+
+def _fast_copy(model: Any) -> Any:
+    """A bfloat16 copy of a float32 CPU model (the original stays untouched)."""
+    if model.cfg.dtype != torch.float32 or model.cfg.device not in (None, "cpu"):
+        return model
+    tokenizer = model.tokenizer
+    model.tokenizer = None
+    try:
+        fast = copy.deepcopy(model)
+    finally:
+        model.tokenizer = tokenizer
+    fast.tokenizer = tokenizer
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fast.to(torch.bfloat16)

@@ -1,0 +1,74 @@
+"""Command line of the viewer: ``python -m tl_circuits.viewer serve GRAPH`` or ``export GRAPH OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run ``serve`` or ``export``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m tl_circuits.viewer",
+                                     description="View attribution graphs in a local web page.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve a graph at http://127.0.0.1:PORT/")
+    s.add_argument("graph", help="graph file (Graph.save) or exported graph JSON")
+    s.add_argument("--dashboards", help="directory written by tl_circuits.build_dashboards")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--annotations", help="annotations file (default: <graph stem>.annotations.json beside it)")
+    e = sub.add_parser("export", help="write Neuronpedia-style JSON (and feature JSON) or a standalone HTML")
+    e.add_argument("graph")
+    e.add_argument("out", help="output .json, or .html for a single self-contained page")
+    e.add_argument("--dashboards")
+    e.add_argument("--node-threshold", type=float, default=0.8)
+    e.add_argument("--edge-threshold", type=float, default=0.98)
+    args = parser.parse_args(argv)
+
+    from ..errors import TLCircuitsError
+
+    try:
+        if args.command == "serve":
+            from .server import serve
+
+            if args.host not in ("127.0.0.1", "localhost", "::1"):
+                sys.stderr.write(f"warning: binding {args.host}: other machines may reach this viewer\n")
+            sys.stderr.write(f"tl_circuits viewer on http://{args.host}:{args.port}/  (Ctrl-C stops)\n")
+            serve(args.graph, dashboards=args.dashboards, host=args.host, port=args.port,
+                  annotations_path=args.annotations)
+        else:
+            _export(args)
+    except TLCircuitsError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    return 0
+
+
+def _export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .export import export_graph
+    from .server import apply_annotations, load_graph_json, read_annotations, sidecar_path
+
+    if not args.out.endswith(".html"):
+        export_graph(args.graph, args.out, dashboards=args.dashboards, node_threshold=args.node_threshold,
+                     edge_threshold=args.edge_threshold, annotations=read_annotations(sidecar_path(args.graph)))
+        return
+    from ..dashboards import Dashboards
+    from .standalone import export_html
+
+    ann = read_annotations(sidecar_path(args.graph))
+    data = apply_annotations(load_graph_json(args.graph, node_threshold=args.node_threshold,
+                                             edge_threshold=args.edge_threshold, slug=Path(args.graph).stem), ann)
+    features = {}
+    if args.dashboards:
+        dash = Dashboards.open(args.dashboards)
+        for n in data["nodes"]:
+            ix = n.get("feature_index")
+            if ix is not None and dash.has(int(n["layer"]), ix):
+                features[f"{n['layer']}_{ix}"] = dash.feature(int(n["layer"]), ix)
+    export_html(data, args.out, annotations=ann, features=features)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
