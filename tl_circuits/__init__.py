@@ -10,6 +10,14 @@ from .attribution import attribute
 from .dashboards import Dashboards, build_dashboards
 from .errors import ConfigError, FileFormatError, TLCircuitsError
 from .graph import Graph, Node, TargetInfo
+from .interventions import (
+    GraphCheck,
+    Intervention,
+    InterventionResult,
+    check_graph,
+    generate,
+    intervene,
+)
 from .training import evaluate_transcoders, train_transcoders
 from .transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
 
@@ -19,6 +27,9 @@ __all__ = [
     "Dashboards",
     "FileFormatError",
     "Graph",
+    "GraphCheck",
+    "Intervention",
+    "InterventionResult",
     "Node",
     "TLCircuitsError",
     "TargetInfo",
@@ -27,24 +38,9 @@ __all__ = [
     "__version__",
     "attribute",
     "build_dashboards",
-]
-
-from .interventions import (  # noqa: E402
-    GraphCheck,
-    Intervention,
-    InterventionResult,
-    check_graph,
-    generate,
-    intervene,
-)
-
-__all__ += [
-    "GraphCheck",
-    "Intervention",
-    "InterventionResult",
     "check_graph",
+    "evaluate_transcoders",
     "generate",
     "intervene",
+    "train_transcoders",
 ]
-
-__all__ += ["evaluate_transcoders", "train_transcoders"]

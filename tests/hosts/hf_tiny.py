@@ -39,8 +39,12 @@ def hf_config(family: str, *, n_layers: int = 3, d_model: int = 16, n_heads: int
     return cls(**rotary, **common, **extra)
 
 
-def hf_model(family: str, *, dtype=torch.float64, seed: int = 0, **kw):
-    """A random ``*ForCausalLM`` of ``family`` with randomised norm weights and biases."""
+def hf_model(family: str, *, dtype=torch.float64, seed: int = 0, float64_internals: bool = True, **kw):
+    """A random ``*ForCausalLM`` of ``family`` with randomised norm weights and biases.
+
+    In float64, ``float64_internals`` makes its RMSNorms and rotary tables compute in float64 (see
+    :func:`compute_in_float64`), as HookedTransformer and our hosts' norms do.
+    """
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -52,7 +56,70 @@ def hf_model(family: str, *, dtype=torch.float64, seed: int = 0, **kw):
                 p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
             elif name.endswith("weight"):
                 p.normal_(0.0, 0.2, generator=gen)
+    if dtype == torch.float64 and float64_internals:
+        compute_in_float64(model)
     return model
+
+
+def compute_in_float64(model):
+    """Make the float32 islands of a float64 HF model compute in float64, in place.
+
+    Hugging Face RMSNorms (``x.to(float32)``) and rotary embeddings (``inv_freq`` and angles in
+    float32) compute in float32 even in a float64 model, while HookedTransformer computes both in
+    float64; the two *models* then differ by ~1e-7, which would hide a 1e-9 comparison of the hosts.
+    So the float64 test models compute these in float64: like is compared with like. (The hosts'
+    own norm sites never use HF's norm arithmetic: see ``hf_modules.norm_forward``.)
+    """
+    import types
+
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("RMSNorm"):
+            one_plus = name.startswith("Gemma")
+            module.forward = types.MethodType(_rms_norm_one_plus if one_plus else _rms_norm, module)
+        elif name.endswith("RotaryEmbedding"):
+            module.forward = types.MethodType(_rotary, module)
+    return model
+
+
+def _rms_norm(self, x):
+    eps = getattr(self, "variance_epsilon", getattr(self, "eps", None))
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def _rms_norm_one_plus(self, x):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
+
+
+def _rotary(self, x, position_ids):
+    base, dim = self.config.rope_parameters["rope_theta"], 2 * self.inv_freq.shape[-1]
+    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = position_ids[..., None].to(torch.float64) * inv_freq
+    emb = torch.cat((angles, angles), dim=-1)
+    return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+@contextlib.contextmanager
+def float64_softmax():
+    """Softmax with ``dtype=torch.float32`` on a float64 input computes in float64 inside.
+
+    HF's eager attention and the TransformerBridge's attention (TL code that mirrors it) take the
+    softmax in float32 even in a float64 model; HookedTransformer and our HF hosts' attention take
+    it in the model's dtype. The float64 tests compare the hosts, not these float32 islands, so
+    they run under this patch. Float32 and lower-precision inputs are untouched.
+    """
+    original = torch.nn.functional.softmax
+
+    def softmax(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype is not None and input.dtype == torch.float64:
+            dtype = torch.promote_types(dtype, torch.float64)
+        return original(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+
+    torch.nn.functional.softmax = softmax
+    try:
+        yield
+    finally:
+        torch.nn.functional.softmax = original
 
 
 def bridge_tokenizer():
@@ -81,8 +148,6 @@ def on_host(kind: str, model, tmp_path):
                 if kind == "bridge_compat":
                     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
                 return bridge
-            if kind == "bridge_processed":
-                raise AssertionError
             if kind == "nnsight":
                 from nnsight import LanguageModel
 
@@ -97,12 +162,81 @@ def on_host(kind: str, model, tmp_path):
 
 
 def hooked_from_hf(model, tmp_path):
-    """A HookedTransformer (no weight processing) with ``model``'s weights, via TL's converters."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens import loading_from_pretrained as loading
+    """A HookedTransformer (no weight processing) with ``model``'s weights, via TL's converters.
 
+    Llama / Qwen2 / Qwen3: TL reads the config from a local directory. GPT-2 / Gemma-2: TL 3.9
+    picks their configs by official model name only, so the config is written here by hand and the
+    weights go through TL's own ``convert_gpt2_weights`` / ``convert_gemma_weights``.
+    """
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    dtype = next(model.parameters()).dtype
+    family = model.config.model_type
+    if family in HAND_CONFIGS:
+        cfg = HookedTransformerConfig(**HAND_CONFIGS[family](model.config), dtype=dtype, device="cpu")
+        state = _convert(family, model, cfg)
+    else:
+        cfg, state = _from_local_config(model, tmp_path, dtype)
+    ht = HookedTransformer(cfg, tokenizer=bridge_tokenizer())
+    # Not ``load_and_process_state_dict``: even with every processing step off, TL 3.9's
+    # ``ProcessWeights.process_weights`` casts every non-float32 tensor to float32 and back
+    # (meant as an upcast from bf16, it rounds float64 weights and rotary tables to float32).
+    ht.load_state_dict(ht.fill_missing_keys(state), strict=False)
+    return ht.eval()
+
+
+def _gpt2_config(c) -> dict:
+    return dict(d_model=c.n_embd, d_head=c.n_embd // c.n_head, n_heads=c.n_head, d_mlp=c.n_inner,
+                n_layers=c.n_layer, n_ctx=c.n_positions, eps=c.layer_norm_epsilon, d_vocab=c.vocab_size,
+                act_fn=c.activation_function, normalization_type="LN",
+                positional_embedding_type="standard", original_architecture="GPT2LMHeadModel")
+
+
+def _gemma2_config(c) -> dict:
+    # As TL's own google/gemma-2-* rows, from our config. Local attention is left off: the test
+    # prompts are shorter than the sliding window, where local and global attention coincide.
+    return dict(d_model=c.hidden_size, d_head=c.head_dim, n_heads=c.num_attention_heads,
+                n_key_value_heads=c.num_key_value_heads, d_mlp=c.intermediate_size,
+                n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps,
+                d_vocab=c.vocab_size, act_fn=c.hidden_activation, normalization_type="RMS",
+                positional_embedding_type="rotary", rotary_dim=c.head_dim,
+                rotary_base=c.rope_parameters["rope_theta"], attn_scale=c.query_pre_attn_scalar**0.5,
+                attn_scores_soft_cap=c.attn_logit_softcapping, gated_mlp=True, final_rms=True,
+                output_logits_soft_cap=c.final_logit_softcapping,
+                use_normalization_before_and_after=True, original_architecture="Gemma2ForCausalLM")
+
+
+HAND_CONFIGS = {"gpt2": _gpt2_config, "gemma2": _gemma2_config}
+
+
+def _convert(family, model, cfg) -> dict:
+    from transformer_lens.pretrained.weight_conversions import (
+        convert_gemma_weights,
+        convert_gpt2_weights,
+    )
+
+    if family == "gpt2":
+        return convert_gpt2_weights(model, cfg)
+    state = convert_gemma_weights(model, cfg)
+    # TL forms Gemma's ``1 + w`` norm weights in float32 (``w.float() + 1``) whatever the dtype;
+    # in a float64 model that rounds them by ~1e-8. Form them in the model's dtype instead.
+    from tl_circuits.hosts.sites import ARCH_SITES
+
+    row = ARCH_SITES["gemma2"]
+    paths = {"ln1": row.ln1, "ln1_post": row.ln1_post, "ln2": row.ln2, "ln2_post": row.ln2_post}
+    for la, block in enumerate(model.model.layers):
+        for tl_name, path in paths.items():
+            state[f"blocks.{la}.{tl_name}.w"] = 1.0 + getattr(block, path).weight
+    state["ln_final.w"] = 1.0 + model.model.norm.weight
+    return state
+
+
+def _from_local_config(model, tmp_path, dtype):
     import tempfile
     from pathlib import Path
+
+    from transformer_lens import HookedTransformerConfig
+    from transformer_lens import loading_from_pretrained as loading
 
     # A neutral directory name: TL picks the architecture by name when it contains "llama".
     path = Path(tempfile.mkdtemp(prefix="cfg", dir=tmp_path))
@@ -110,12 +244,7 @@ def hooked_from_hf(model, tmp_path):
     config.architectures = [type(model).__name__]
     config.save_pretrained(path)
     cfg_dict = loading.convert_hf_model_config(str(path))
-    cfg_dict.update(dtype=next(model.parameters()).dtype, device="cpu",
-                    n_ctx=getattr(model.config, "max_position_embeddings", None) or model.config.n_positions)
+    cfg_dict.update(dtype=dtype, device="cpu", n_ctx=model.config.max_position_embeddings)
     cfg = HookedTransformerConfig(**{k: v for k, v in cfg_dict.items()
                                      if k in HookedTransformerConfig.__dataclass_fields__})
-    state = loading.get_pretrained_state_dict(str(path), cfg, hf_model=model, dtype=cfg.dtype)
-    ht = HookedTransformer(cfg, tokenizer=bridge_tokenizer())
-    ht.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False,
-                                   center_unembed=False, fold_value_biases=False)
-    return ht.eval()
+    return cfg, loading.get_pretrained_state_dict(str(path), cfg, hf_model=model, dtype=dtype)

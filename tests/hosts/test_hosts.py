@@ -1,5 +1,11 @@
-"""One core, many hosts: the same graph from HookedTransformer, TransformerBridge, nnsight and a
-plain HF model of each family, and every edge against a host-agnostic brute force."""
+"""One core, many hosts: the same graph from HookedTransformer, TransformerBridge (with and without
+compatibility mode), nnsight and a plain HF model of each family, and every edge against a
+host-agnostic brute force.
+
+Each family's model, its five hosts and their graphs are built once per module (``graphs``) and
+shared by the parity and brute-force tests. The fast set has every family and every host kind;
+the full family x host brute-force matrix and float32 parity beyond one family are ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,47 @@ import torch
 
 import tl_circuits as tc
 from tests.core.tiny import tiny_set, tiny_transcoder
-from tests.hosts.hf_tiny import HF_FAMILIES, hf_model, on_host
+from tests.hosts.hf_tiny import HF_FAMILIES, float64_softmax, hf_model, on_host
 from tests.hosts.reference import brute_force_rows
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 
 PROMPT = [0, 3, 17, 9, 41, 5, 22]
 HOOK_INS = ("blocks.{l}.ln2.hook_normalized", "blocks.{l}.mlp.hook_in", "blocks.{l}.hook_resid_mid")
-#: Families TL 3.9 can build as a HookedTransformer from a HF model offline.
-HOOKED_FAMILIES = ("llama", "qwen2", "qwen3")
+KINDS = ("hf", "nnsight", "bridge", "bridge_compat", "hooked")
 TOL = {torch.float32: 1e-5, torch.float64: 1e-9}
+#: The brute-force pairs in the fast set: every family once, every host kind once.
+FAST_EDGES = {("gemma2", "bridge"), ("llama", "nnsight"), ("qwen2", "hf"), ("qwen3", "hooked"),
+              ("gpt2", "bridge_compat")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _float64_softmax():
+    # HF's eager attention and the Bridge's attention take the softmax in float32 even in a float64
+    # model, HookedTransformer and our HF hosts in float64: compare like with like (see hf_tiny).
+    with float64_softmax():
+        yield
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """``graphs(family, dtype)``: {host kind: (model on that host, transcoders, graph)}, built once."""
+    cache: dict = {}
+
+    def build(family, dtype, **model_kw):
+        key = (family, dtype, tuple(sorted(model_kw.items())))
+        if key not in cache:
+            model = hf_model(family, dtype=dtype, **model_kw)
+            transcoders = _transcoders(HOOK_INS[HF_FAMILIES.index(family) % 3], dtype)
+            tmp = tmp_path_factory.mktemp("hosts")  # no "llama" in the path: TL reads names
+            cache[key] = {}
+            for kind in KINDS:
+                host_model = on_host(kind, model, tmp)
+                graph = tc.attribute(host_model, transcoders, PROMPT, batch_size=64, progress=False)
+                cache[key][kind] = (host_model, transcoders, graph)
+        return cache[key]
+
+    return build
 
 
 def _transcoders(hook_in, dtype):
@@ -42,47 +79,59 @@ def _assert_same_graph(got, ref, tol):
     assert err <= tol, f"max relative adjacency difference {err:.3g} > {tol}"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("family", HF_FAMILIES)
-def test_hosts_wrapping_one_hf_model_give_the_same_graph(family, dtype, tmp_path):
-    model = hf_model(family, dtype=dtype)
-    hook_in = HOOK_INS[HF_FAMILIES.index(family) % 3]
-    transcoders = _transcoders(hook_in, dtype)
-    graphs = {kind: tc.attribute(on_host(kind, model, tmp_path), transcoders, PROMPT, batch_size=8,
-                                 progress=False)
-              for kind in ("hf", "nnsight", "bridge", "bridge_compat")}
-    _assert_same_graph(graphs["nnsight"], graphs["hf"], TOL[dtype])
-    # The Bridge runs HF's own norms, which compute in float32 even in a float64 model (the HF
-    # hosts compute them in the model's dtype), so in float64 they agree to ~1e-7, not 1e-9.
-    for kind in ("bridge", "bridge_compat"):
-        _assert_same_graph(graphs[kind], graphs["hf"], max(TOL[dtype], 1e-6))
-        _assert_same_graph(graphs[kind], graphs["bridge"], TOL[dtype])
+def test_every_host_gives_the_same_graph_float64(family, graphs):
+    built = graphs(family, torch.float64)
+    ref = built["hf"][2]
+    for kind in KINDS[1:]:
+        _assert_same_graph(built[kind][2], ref, TOL[torch.float64])
 
 
-@pytest.mark.parametrize("family", HOOKED_FAMILIES)
-def test_hooked_transformer_matches_the_hf_hosts(family, tmp_path):
-    """HF computes RMSNorm and rotary tables in float32 even in a float64 model, HookedTransformer in
-    float64: the models agree to ~1e-7, so the graphs are compared at float32 tolerance."""
-    model = hf_model(family, dtype=torch.float64, seed=3)
-    transcoders = _transcoders(HOOK_INS[HOOKED_FAMILIES.index(family)], torch.float64)
-    ref = tc.attribute(on_host("hooked", model, tmp_path), transcoders, PROMPT, progress=False)
-    for kind in ("bridge", "nnsight"):
-        got = tc.attribute(on_host(kind, model, tmp_path), transcoders, PROMPT, progress=False)
-        _assert_same_graph(got, ref, 1e-5)
+@pytest.mark.parametrize("family", [f if f == "gemma2" else pytest.param(f, marks=pytest.mark.slow)
+                                    for f in HF_FAMILIES])
+def test_every_host_gives_the_same_graph_float32(family, graphs):
+    built = graphs(family, torch.float32)
+    ref = built["hf"][2]
+    for kind in KINDS[1:]:
+        _assert_same_graph(built[kind][2], ref, TOL[torch.float32])
 
 
-@pytest.mark.parametrize("kind", ["bridge", "bridge_compat", "nnsight"])
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
-def test_every_edge_matches_brute_force(family, kind, tmp_path):
-    model = hf_model(family, dtype=torch.float64, seed=5)
-    transcoders = _transcoders(HOOK_INS[("llama", "gpt2", "gemma2").index(family)], torch.float64)
-    host_model = on_host(kind, model, tmp_path)
-    graph = tc.attribute(host_model, transcoders, PROMPT, batch_size=16, progress=False)
+@pytest.mark.parametrize(("family", "kind"), [
+    (f, k) if (f, k) in FAST_EDGES else pytest.param(f, k, marks=pytest.mark.slow)
+    for f in HF_FAMILIES for k in KINDS])
+def test_every_edge_matches_brute_force(family, kind, graphs):
+    host_model, transcoders, graph = graphs(family, torch.float64)[kind]
     expected = brute_force_rows(host_model, transcoders, graph)
     got = _dense(graph)[graph.rows_computed]
     scale = expected.abs().max()
-    assert scale > 0
+    assert scale > 0 and len(graph.rows_computed) > 20
     assert float((got - expected).abs().max() / scale) <= 1e-9
+
+
+def test_bridge_norms_compute_in_the_model_dtype(graphs):
+    """In a plain float64 HF model (RMSNorm in float32 inside), the Bridge host still computes every
+    norm site in float64, as the HF hosts do: same graph to 1e-9, and the Bridge's clean and frozen
+    passes agree, so every edge matches brute force to 1e-9 (HF's own norm gives ~1e-7)."""
+    built = graphs("llama", torch.float64, float64_internals=False)
+    _assert_same_graph(built["bridge"][2], built["hf"][2], 1e-9)
+    host_model, transcoders, graph = built["bridge"]
+    expected = brute_force_rows(host_model, transcoders, graph)
+    got = _dense(graph)[graph.rows_computed]
+    assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-9
+
+
+def test_processed_bridge_norms_are_the_processed_ones(tmp_path):
+    """With compatibility mode's weight processing (folded norm weights), the norms the Bridge host
+    recomputes are still the Bridge's own: frozen-norm logits equal plain logits."""
+    bridge = on_host("bridge", hf_model("gemma2", dtype=torch.float64), tmp_path)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    host = as_host(bridge)
+    tokens = torch.tensor([PROMPT])
+    with torch.no_grad():
+        plain = host.forward(tokens)
+        with host.hooks([(name, lambda x: x.detach()) for name in host.freeze_hook_names()]):
+            frozen = host.forward(tokens)
+    assert float((frozen - plain).abs().max() / plain.abs().max()) <= 1e-12
 
 
 def test_bridge_needs_no_hooked_transformer(monkeypatch, tmp_path):
@@ -96,8 +145,8 @@ def test_bridge_needs_no_hooked_transformer(monkeypatch, tmp_path):
     assert graph.n_features > 10 and _dense(graph).abs().sum() > 0
 
 
-def test_freeze_sites_cover_every_norm_and_pattern(tmp_path):
-    host = as_host(on_host("nnsight", hf_model("gemma2"), tmp_path))
+def test_freeze_sites_cover_every_norm_and_pattern(graphs):
+    host = as_host(graphs("gemma2", torch.float64)["nnsight"][0])
     names = host.freeze_hook_names()
     per_layer = [f"blocks.0.{s}" for s in ("attn.hook_pattern", "ln1.hook_scale", "ln2.hook_scale",
                                            "ln1_post.hook_scale", "ln2_post.hook_scale")]
@@ -105,20 +154,29 @@ def test_freeze_sites_cover_every_norm_and_pattern(tmp_path):
     assert len(names) == 3 * 5 + 1
 
 
-def test_hooks_are_removed_even_on_exception(tmp_path):
-    model = hf_model("llama")
-    host = as_host(on_host("hf", model, tmp_path))
+@pytest.mark.parametrize("kind", ["hf", "bridge"])
+def test_hooks_are_removed_even_on_exception(kind, graphs):
+    host_model = graphs("llama", torch.float64)[kind][0]
+    host = as_host(host_model)
+    modules = list((host_model.hf_model if kind == "hf" else host_model).modules())
+
+    def installed():  # the library's and transformers' own hooks stay; only ours must go
+        return [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in modules]
+
     tokens = torch.tensor([PROMPT])
     clean = host.forward(tokens)
+    before = installed()
 
     def boom(x):
         raise RuntimeError("inside hook")
 
-    with pytest.raises(RuntimeError), host.hooks([("blocks.0.attn.hook_pattern", boom)]):
-        host.forward(tokens)
-    assert model.config._attn_implementation == "eager"
+    for site in ("blocks.0.attn.hook_pattern", "blocks.1.ln2.hook_scale"):
+        with pytest.raises(RuntimeError, match="inside hook"), host.hooks([(site, boom)]):
+            host.forward(tokens)
+    if kind == "hf":
+        assert host_model.hf_model.config._attn_implementation == "eager"
+    assert installed() == before
     assert torch.equal(host.forward(tokens), clean)
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_unsupported_architecture_says_how_to_add_one():

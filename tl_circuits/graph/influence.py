@@ -24,8 +24,8 @@ def influence_from_rows(
     nothing further back. Only the given rows are touched, so this works on the partial
     adjacency that exists while attribution is still choosing which rows to compute.
     """
-    a = rows.abs().to(torch.float64)
-    a = a / a.sum(dim=1, keepdim=True).clamp(min=1e-30)
+    a = rows.abs()  # one copy in the rows' dtype; normalised through x below, not in place
+    inv_sum = 1.0 / a.sum(dim=1).to(torch.float64).clamp(min=1e-30)
     n_nodes = rows.shape[1]
     where = torch.full((n_nodes,), -1, dtype=torch.long, device=rows.device)
     where[row_nodes] = torch.arange(row_nodes.numel(), device=rows.device)
@@ -33,7 +33,7 @@ def influence_from_rows(
     total = torch.zeros(n_nodes, dtype=torch.float64, device=rows.device)
     x = row_weights.to(torch.float64)
     for _ in range(max_steps):
-        flow = x @ a
+        flow = ((x * inv_sum).to(a.dtype) @ a).to(torch.float64)
         total += flow
         x = torch.zeros_like(x)
         x[where[has_row]] = flow[has_row]

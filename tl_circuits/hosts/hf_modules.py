@@ -3,7 +3,8 @@
 Given the architecture's row of :mod:`.sites`, each TL site is one of:
 - a norm's ``hook_scale`` / ``hook_normalized``: a forward hook on the norm recomputes its output
   from its input as ``normalized = x / scale``, ``out = normalized * w (+ b)``, with both hooks
-  in the path (the same value as the norm's own, in at least float32);
+  in the path, in the model's dtype (HF upcasts to float32 only; in a float64 model we do not);
+  the TransformerBridge host uses the same code (:func:`norm_forward`);
 - ``attn.hook_pattern``: a registered attention function (transformers' ``AttentionInterface``)
   computes eager attention with the softmax weights passed through the hook;
 - residual and MLP sites: forward (pre-)hooks on decoder layers, norms, MLPs and ``lm_head``.
@@ -43,9 +44,8 @@ def _eager_with_pattern_hook(module: Any, query: torch.Tensor, key: torch.Tensor
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
         value = value.repeat_interleave(n_rep, dim=1)
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
@@ -79,7 +79,8 @@ def _norm_eps(module: Any) -> float:
     raise ConfigError(f"cannot find the epsilon of norm {type(module).__qualname__}")
 
 
-def _chain(fns: list[HookFn]) -> Callable[[torch.Tensor], torch.Tensor]:
+def chain(fns: list[HookFn]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One function applying ``fns`` in order; a function returning None keeps its input."""
     def run(x: torch.Tensor) -> torch.Tensor:
         for fn in fns:
             y = fn(x)
@@ -156,27 +157,27 @@ class HFModules:
             scale, normed = by_name.get(f"{prefix}.hook_scale"), by_name.get(f"{prefix}.hook_normalized")
             if scale or normed:
                 handles.append(norm.register_forward_hook(
-                    _norm_hook(s.norm, _chain(scale or []), _chain(normed or []))))
+                    norm_hook(s.norm, chain(scale or []), chain(normed or [])), with_kwargs=True))
         for la, block in enumerate(self.layers):
             site = f"blocks.{la}."
             if fns := by_name.get(site + "hook_resid_pre"):
-                handles.append(block.register_forward_pre_hook(_input_hook(_chain(fns)), with_kwargs=True))
+                handles.append(block.register_forward_pre_hook(_input_hook(chain(fns)), with_kwargs=True))
             if fns := by_name.get(site + "attn.hook_pattern"):
                 attn = _module(block, s.attn)
-                _PATTERN_HOOKS[id(attn)] = _chain(fns)
+                _PATTERN_HOOKS[id(attn)] = chain(fns)
                 patterns.append(id(attn))
             if fns := by_name.get(site + "hook_resid_mid"):
                 handles.append(_module(block, s.ln2).register_forward_pre_hook(
-                    _input_hook(_read_only(_chain(fns), site + "hook_resid_mid")), with_kwargs=True))
+                    _input_hook(_read_only(chain(fns), site + "hook_resid_mid")), with_kwargs=True))
             if fns := by_name.get(site + "mlp.hook_in"):
                 handles.append(_module(block, s.mlp).register_forward_pre_hook(
-                    _input_hook(_chain(fns)), with_kwargs=True))
+                    _input_hook(chain(fns)), with_kwargs=True))
             if fns := by_name.get(site + "hook_mlp_out"):
                 out_module = _module(block, s.ln2_post if s.ln2_post else s.mlp)
-                handles.append(out_module.register_forward_hook(_output_hook(_chain(fns))))
+                handles.append(out_module.register_forward_hook(_output_hook(chain(fns))))
         if fns := by_name.get("unembed.hook_in"):
             handles.append(_module(self.model, s.lm_head).register_forward_pre_hook(
-                _input_hook(_chain(fns)), with_kwargs=True))
+                _input_hook(chain(fns)), with_kwargs=True))
 
 
 def _read_only(fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -211,24 +212,33 @@ def _output_hook(fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return hook
 
 
-def _norm_hook(kind: str, on_scale: Callable[[torch.Tensor], torch.Tensor],
-               on_normalized: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """Forward hook replacing a norm's output by the same value computed through the two hooks."""
+def norm_forward(kind: str, norm: Any, x: torch.Tensor, on_scale: Callable[[torch.Tensor], torch.Tensor],
+                 on_normalized: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The output of Hugging Face norm module ``norm`` on ``x``, computed as TransformerLens does,
+    ``normalized = x / scale``, ``out = normalized * w (+ b)``, with ``scale`` and ``normalized``
+    passed through the two hooks; in the model's dtype (at least float32), never HF's float32
+    upcast inside a float64 model, so every host computes the norm with the same arithmetic."""
+    h = x.to(torch.promote_types(x.dtype, torch.float32))
+    if kind == "ln":
+        h = h - h.mean(-1, keepdim=True)
+    scale = on_scale((h.pow(2).mean(-1, keepdim=True) + _norm_eps(norm)).sqrt())
+    normalized = on_normalized(h / scale)
+    if kind == "rms":
+        return norm.weight * normalized.to(x.dtype)
+    if kind == "rms_one_plus":
+        return (normalized * (1.0 + norm.weight.to(normalized.dtype))).to(x.dtype)
+    if kind == "ln":
+        out = normalized.to(x.dtype) * norm.weight
+        return out if norm.bias is None else out + norm.bias
+    raise ConfigError(f"unknown norm kind {kind!r} in tl_circuits/hosts/sites.py; use rms, rms_one_plus or ln")
 
-    def hook(module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        x = args[0]
-        h = x.to(torch.promote_types(x.dtype, torch.float32))
-        if kind == "ln":
-            h = h - h.mean(-1, keepdim=True)
-        scale = on_scale((h.pow(2).mean(-1, keepdim=True) + _norm_eps(module)).sqrt())
-        normalized = on_normalized(h / scale)
-        if kind == "rms":
-            return module.weight * normalized.to(x.dtype)
-        if kind == "rms_one_plus":
-            return (normalized * (1.0 + module.weight.to(normalized.dtype))).to(x.dtype)
-        if kind == "ln":
-            out = normalized.to(x.dtype) * module.weight
-            return out if module.bias is None else out + module.bias
-        raise ConfigError(f"unknown norm kind {kind!r} in tl_circuits/hosts/sites.py; use rms, rms_one_plus or ln")
+
+def norm_hook(kind: str, on_scale: Callable[[torch.Tensor], torch.Tensor],
+              on_normalized: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Forward hook (``with_kwargs=True``) replacing a HF norm's output by :func:`norm_forward`."""
+
+    def hook(module: Any, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
+        x = args[0] if args else kwargs["hidden_states"]
+        return norm_forward(kind, module, x, on_scale, on_normalized)
 
     return hook

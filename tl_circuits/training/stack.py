@@ -60,6 +60,11 @@ class _Step(torch.autograd.Function):
 class TranscoderStack(nn.Module):
     """Parameters and forward pass of the transcoders being trained (see module docstring)."""
 
+    in_scale: torch.Tensor
+    out_scale: torch.Tensor
+    since_fired: torch.Tensor
+    W_dec: nn.ParameterList
+
     def __init__(
         self,
         n_layers: int,
@@ -87,7 +92,7 @@ class TranscoderStack(nn.Module):
         if cross_layer:
             # W_dec[l]: [d_sae, (L - l) * d_out], the rows written to layers l..L-1 side by side.
             self.W_dec = nn.ParameterList(
-                [nn.Parameter(w_dec[l].repeat(1, L - l) / math.sqrt(L - l)) for l in range(L)]
+                [nn.Parameter(w_dec[i].repeat(1, L - i) / math.sqrt(L - i)) for i in range(L)]
             )
         else:
             self.W_dec_stacked = nn.Parameter(w_dec)

@@ -86,7 +86,7 @@ def train_transcoders(
         raise ConfigError(f"kind={kind!r} is not supported; use 'topk' or 'jumprelu'.")
     cfg = model.cfg
     L, d_model = cfg.n_layers, cfg.d_model
-    d_sae = d_sae or 4 * d_model
+    n_feat: int = d_sae or 4 * d_model
     hooks_in = [hook_in.format(l=la) for la in range(L)]
     hooks_out = [hook_out.format(l=la) for la in range(L)]
     missing = [h for h in hooks_in + hooks_out if h not in model.hook_dict]
@@ -97,8 +97,8 @@ def train_transcoders(
             "such as 'blocks.{l}.ln2.hook_normalized' or 'blocks.{l}.hook_resid_mid' -> "
             "'blocks.{l}.hook_mlp_out'."
         )
-    if not 0 < k <= d_sae:
-        raise ConfigError(f"k={k} must lie in 1..d_sae={d_sae}.")
+    if not 0 < k <= n_feat:
+        raise ConfigError(f"k={k} must lie in 1..d_sae={n_feat}.")
     out_path = None if out_dir is None else Path(out_dir)
     if out_path is not None:
         corpus_mod.writable_dir(out_path.parent, "output directory")
@@ -112,13 +112,13 @@ def train_transcoders(
     per_step = batch * (ctx_len - (bos is not None))
     steps = steps if steps is not None else max(1, math.ceil(tokens / per_step))
     settings = {
-        "kind": kind, "skip": skip, "cross_layer": cross_layer, "d_sae": d_sae, "k": k,
+        "kind": kind, "skip": skip, "cross_layer": cross_layer, "d_sae": n_feat, "k": k,
         "steps": steps, "batch": batch, "ctx_len": ctx_len, "lr": lr, "seed": seed,
         "sparsity_coef": sparsity_coef, "hook_in": hook_in, "hook_out": hook_out,
         "n_train_contexts": len(train_ctx), "n_eval_contexts": len(eval_ctx),
         "model": str(getattr(cfg, "model_name", "")), "bfloat16_model": bfloat16_model,
     }
-    stack = TranscoderStack(L, d_model, d_model, d_sae, kind=kind, k=k, skip=skip,
+    stack = TranscoderStack(L, d_model, d_model, n_feat, kind=kind, k=k, skip=skip,
                             cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
     optimizer = torch.optim.Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))

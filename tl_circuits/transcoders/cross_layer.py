@@ -165,7 +165,7 @@ class CrossLayerTranscoder(TranscoderSet):
 
         try:
             return cls(
-                W_enc=[cast(e[f"W_enc_{la}"].T) for la, e in enumerate(enc)],
+                W_enc=[cast(e[f"W_enc_{la}"].T.contiguous()) for la, e in enumerate(enc)],
                 b_enc=[cast(e[f"b_enc_{la}"]) for la, e in enumerate(enc)],
                 W_dec=[cast(d[f"W_dec_{la}"]) for la, d in enumerate(dec)],
                 b_dec=[cast(e[f"b_dec_{la}"]) for la, e in enumerate(enc)],
