@@ -45,16 +45,14 @@ def random_transcoders(model: Any, d_sae: int = 4096, k: int = 32, seed: int = 0
 
 
 def smollm2_or_random(prefer_smollm2: bool = True) -> tuple[Any, Any, str]:
-    """(model, transcoders, description): SmolLM2 with the cached demo set if both exist."""
+    """(model, transcoders, description): SmolLM2 with random TopK transcoders (d_sae 4096, k 32,
+    as in peer.py), or a random model when SmolLM2 is not installed or not wanted."""
     if prefer_smollm2:
         try:
             from tl_circuits import models
 
             model = models.load_default()
-            transcoders = models.cached_demo_transcoders()  # type: ignore[attr-defined]
-            if transcoders is not None:
-                return model, transcoders, "SmolLM2-135M-Instruct + cached demo transcoders"
-            return model, random_transcoders(model), "SmolLM2-135M-Instruct + random TopK transcoders"
+            return model, random_transcoders(model), "SmolLM2-135M-Instruct + random TopK transcoders (k=32)"
         except Exception as err:  # noqa: BLE001 - a benchmark falls back and says so
             print(f"(SmolLM2 unavailable: {err}; using a random model)")
     model = random_model()

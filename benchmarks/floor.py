@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="use the random model, not SmolLM2")
     args = parser.parse_args()
     model, transcoders, what = smollm2_or_random(not args.random)
-    tokens = prompt_tokens(model, args.tokens)
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    tokens = ([bos] + prompt_tokens(model, args.tokens - 1)) if bos is not None else prompt_tokens(model, args.tokens)
     kw = dict(max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size, progress=False)
     graph = tc.attribute(model, transcoders, tokens, **kw)  # warm-up
     ours, base = [], []

@@ -15,6 +15,8 @@ from tl_circuits.demo import (
     path_in_words,
     say,
     summarize,
+    token_node,
+    word_position,
 )
 
 PROMPT = "Fact: Roger Federer is famous for playing the sport of"
@@ -32,12 +34,12 @@ def main(argv: list[str] | None = None) -> str:
     total = float(graph.influence()[graph.indices("token")].sum())
     say("Most influential input tokens: " + ", ".join(
         f"{graph.str_tokens[r.node.position]!r} {r.influence / total:.0%}" for r in ranked))
-    name_pos = max(i for i, s in enumerate(graph.str_tokens) if "Fed" in s or "erer" in s)
+    name_pos = word_position(graph, "Federer")
     try:
-        path = pruned.strongest_path(pruned.node_index_of("token", -1, name_pos),
+        path = pruned.strongest_path(token_node(pruned, name_pos),
                                      int(pruned.indices("target")[0]))
         via = path_in_words(pruned, path)
-    except (tc.ConfigError, KeyError):
+    except tc.ConfigError:
         via = "no path from the name survives pruning"
     best = ranked[0]
     finding = (f"FINDING: {graph.targets[0].label!r} (p = {graph.targets[0].probability:.2f}); most "

@@ -1,9 +1,9 @@
 """Two-hop facts: "the capital of the state containing Dallas" (-> Austin) and an Eiffel Tower one.
 
 SmolLM2-135M does *not* make the Dallas -> Texas -> Austin jump: it answers " Dallas" or " Texas"
-(measured: " Austin" gets about 1% probability). This script says so from the model's own numbers,
+(measured: " Austin" gets about 0.1% probability). This script says so from the model's own numbers,
 then traces a two-hop prompt it does get right, "the capital of the country where the Eiffel Tower
-is located" -> " Paris", and reports how much the " Eiffel" token drives that answer.
+is located" -> " Paris", and reports how much the "Eiffel" token drives that answer.
 
 Run: ``python examples/two_hop.py [--budget small]``.
 """
@@ -20,6 +20,8 @@ from tl_circuits.demo import (
     path_in_words,
     say,
     summarize,
+    token_node,
+    word_position,
 )
 
 DALLAS = "Fact: the capital of the state containing Dallas is"
@@ -48,20 +50,20 @@ def main(argv: list[str] | None = None) -> str:
     pruned = graph.prune(node_threshold=0.8, edge_threshold=0.98)
     for line in summarize(graph, pruned):
         say(line)
-    eiffel_pos = next(i for i, s in enumerate(graph.str_tokens) if "Eiff" in s)
-    eiffel = graph.node_index_of("token", -1, eiffel_pos)
+    eiffel_pos = word_position(graph, "Eiffel")
+    eiffel = token_node(graph, eiffel_pos)
     try:
-        path = pruned.strongest_path(pruned.node_index_of("token", -1, eiffel_pos),
+        path = pruned.strongest_path(token_node(pruned, eiffel_pos),
                                      int(pruned.indices("target")[0]))
         via = path_in_words(pruned, path)
-    except (tc.ConfigError, KeyError):
-        via = "no path from ' Eiffel' survives pruning"
+    except tc.ConfigError:
+        via = "no path from 'Eiffel' survives pruning"
     share = float(graph.influence()[eiffel] / graph.influence()[graph.indices("token")].sum())
     verdict = ("it answers ' Austin'" if got_it else
                f"it does NOT get ' Austin' (answers {top_word!r}, ' Austin' p = {float(probs[austin]):.3f})")
     finding = (f"FINDING: Dallas two-hop: {verdict}; Eiffel two-hop: {graph.targets[0].label!r} "
-               f"(p = {graph.targets[0].probability:.2f}), ' Eiffel' carries {share:.0%} of the "
-               f"token influence; path: {via}")
+               f"(p = {graph.targets[0].probability:.2f}), the token {graph.str_tokens[eiffel_pos]!r} (end of "
+               f"'Eiffel') carries {share:.0%} of the token influence; path: {via}")
     say(finding)
     return finding
 

@@ -30,9 +30,9 @@ def tiny(tmp_path_factory):
 
 def load_tiny(root):
     """The saved model as the CLI loads it (an HFHost), and the transcoders."""
-    from tl_circuits.cli import _model_loader
+    from tl_circuits.demo import model_loader
 
-    return _model_loader(str(root / "model"))(), tc.TranscoderSet.load(root / "tc")
+    return model_loader(str(root / "model"))(), tc.TranscoderSet.load(root / "tc")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -10,14 +10,8 @@ from .attribution import attribute
 from .dashboards import Dashboards, build_dashboards
 from .errors import ConfigError, FileFormatError, TLCircuitsError
 from .graph import Graph, Node, TargetInfo
-from .interventions import (
-    GraphCheck,
-    Intervention,
-    InterventionResult,
-    check_graph,
-    generate,
-    intervene,
-)
+from .graph_check import GraphCheck, check_graph
+from .interventions import Intervention, InterventionResult, generate, intervene
 from .training import evaluate_transcoders, train_transcoders
 from .transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tl_circuits.demo import load_transcoders, model_loader, transcoder_path
 from tl_circuits.errors import ConfigError, FileFormatError, TLCircuitsError
 
 
@@ -41,69 +42,6 @@ def _model_options(p: argparse.ArgumentParser, transcoders_required: bool = Fals
                    "CLT folder; default: the demo set cached by `tl-circuits demo`")
 
 
-def _model_loader(spec: str) -> Callable[[], Any]:
-    """Check ``--model`` now; return a function that loads it (slow) later."""
-    if spec == "default":
-        def load_default() -> Any:
-            from tl_circuits.demo import load_model
-
-            return load_model()
-        return load_default
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        what = "has no config.json" if path.is_dir() else "does not exist"
-        raise ConfigError(
-            f"--model {spec!r}: {path} {what}; use --model default (the embedded SmolLM2) or the "
-            "folder of a Hugging Face model saved with save_pretrained (no downloads are made)."
-        )
-
-    def load_local() -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from tl_circuits.hosts.nnsight_host import HFHost
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"--model {spec!r}: cannot load a Hugging Face model from {path}: "
-                              f"{str(err).splitlines()[0]}") from err
-        model.eval().requires_grad_(False)
-        return HFHost(model, tokenizer)
-    return load_local
-
-
-def _transcoder_path(arg: str | None, model: str) -> Path:
-    """The ``--transcoders`` folder (default: the cached demo set), checked to exist."""
-    if arg is not None:
-        path = Path(arg).expanduser()
-        if not path.is_dir():
-            raise FileFormatError(f"--transcoders {arg}: no such folder; pass a folder of SAELens "
-                                  "transcoders or a circuit-tracer CLT folder.")
-        return path
-    from tl_circuits.demo import cached_budget, demo_dir
-
-    budget = cached_budget()
-    if model != "default":
-        raise FileFormatError(f"--model {model} needs --transcoders DIR (the demo set fits only "
-                              "--model default).")
-    if budget is None:
-        raise FileFormatError(
-            f"no transcoders given and no demo set cached at {demo_dir('default')}; run "
-            "`tl-circuits demo --no-serve` (or `make demo`) once to train it, or pass --transcoders DIR."
-        )
-    return demo_dir(budget)
-
-
-def _load_transcoders(path: Path) -> Any:
-    import tl_circuits as tc
-
-    if (path / "W_enc_0.safetensors").is_file():
-        return tc.CrossLayerTranscoder.load(path)
-    return tc.TranscoderSet.load(path)
-
-
 def _prompt(text: str) -> str:
     if not text.strip():
         raise ConfigError("the prompt is empty; give some text, e.g. \"The capital of France is\".")
@@ -122,7 +60,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     from tl_circuits import demo
 
     p = sub.add_parser("demo", help="SmolLM2 + demo transcoders: three graphs, then the viewer",
-                       description=demo.__doc__)
+                       description=demo.DESCRIPTION)
     demo.add_arguments(p)
     p.set_defaults(func=demo.run)
 
@@ -158,9 +96,9 @@ def _run_attribute(args: argparse.Namespace) -> int:
             raise ConfigError("--target takes one token, or two for a logit difference; got "
                               f"{[t for t in args.target if len(t) > 2][0]}")
         targets = [t[0] if len(t) == 1 else (t[0], t[1]) for t in args.target]
-    load = _model_loader(args.model)
-    tc_path = _transcoder_path(args.transcoders, args.model)
-    transcoders = _load_transcoders(tc_path)
+    load = model_loader(args.model)
+    tc_path = transcoder_path(args.transcoders, args.model)
+    transcoders = load_transcoders(tc_path)
     model = load()
     graph = tc.attribute(model, transcoders, prompt, targets=targets, max_n_logits=args.max_n_logits,
                          max_feature_nodes=None if args.max_feature_nodes < 0 else args.max_feature_nodes,
@@ -243,8 +181,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         _existing(args.dashboards, "dashboards folder")
     model = transcoders = None
     if args.model is not None:
-        load = _model_loader(args.model)
-        transcoders = _load_transcoders(_transcoder_path(args.transcoders, args.model))
+        load = model_loader(args.model)
+        transcoders = load_transcoders(transcoder_path(args.transcoders, args.model))
         model = load()
     elif args.transcoders is not None:
         raise ConfigError("--transcoders in `serve` needs --model too (they enable interventions).")
@@ -276,8 +214,8 @@ def _run_dashboards(args: argparse.Namespace) -> int:
     import tl_circuits as tc
     from tl_circuits.training.corpus import default_texts, read_text_files
 
-    load = _model_loader(args.model)
-    transcoders = _load_transcoders(_transcoder_path(args.transcoders, args.model))
+    load = model_loader(args.model)
+    transcoders = load_transcoders(transcoder_path(args.transcoders, args.model))
     texts = read_text_files(args.texts) if args.texts else default_texts()
     model = load()
     tc.build_dashboards(model, transcoders, texts[: args.n_texts], out_path=args.out, n_top=args.n_top,
@@ -331,8 +269,8 @@ def _run_intervene(args: argparse.Namespace) -> int:
         edits.append((name, float(value), "scale"))
     if not edits:
         raise ConfigError("nothing to change: give --set, --scale or --supernode")
-    load = _model_loader(args.model)
-    transcoders = _load_transcoders(_transcoder_path(args.transcoders, args.model))
+    load = model_loader(args.model)
+    transcoders = load_transcoders(transcoder_path(args.transcoders, args.model))
     model = load()
     clean = tc.intervene(model, transcoders, prompt, [], graph=graph).logits[-1].softmax(-1)
     new = tc.intervene(model, transcoders, prompt, edits, graph=graph).logits[-1].softmax(-1)

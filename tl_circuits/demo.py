@@ -18,8 +18,11 @@ import argparse
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tl_circuits.errors import ConfigError, FileFormatError
 
 PROMPT = "The capital of France is"
 #: The demo prompts: a fact, a two-hop fact and a sport-of-athlete prompt SmolLM2-135M gets right.
@@ -131,8 +134,6 @@ def load_demo(budget: str = "auto") -> tuple[Any, Any, str]:
     if budget == "auto":
         budget = cached_budget() or "small"
     if budget not in BUDGETS:
-        from tl_circuits.errors import ConfigError
-
         raise ConfigError(f"budget must be 'auto' or one of {list(BUDGETS)}, got {budget!r}.")
     import torch
 
@@ -141,24 +142,102 @@ def load_demo(budget: str = "auto") -> tuple[Any, Any, str]:
     return model, demo_transcoders(model, budget), budget
 
 
+def model_loader(spec: str) -> Callable[[], Any]:
+    """Check ``--model`` now (a ConfigError if it cannot work); return a function that loads it.
+
+    ``"default"``: SmolLM2 (:func:`load_model`); else a local Hugging Face folder, loaded as an
+    ``HFHost``. Used by ``tl-circuits`` so that a typo fails in a second, before any loading.
+    """
+    if spec == "default":
+        def load_default() -> Any:
+            return load_model()
+        return load_default
+    path = Path(spec).expanduser()
+    if not (path / "config.json").is_file():
+        what = "has no config.json" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"--model {spec!r}: {path} {what}; use --model default (the embedded SmolLM2) or the "
+            "folder of a Hugging Face model saved with save_pretrained (no downloads are made)."
+        )
+
+    def load_local() -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tl_circuits.hosts.nnsight_host import HFHost
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--model {spec!r}: cannot load a Hugging Face model from {path}: "
+                              f"{str(err).splitlines()[0]}") from err
+        model.eval().requires_grad_(False)
+        return HFHost(model, tokenizer)
+    return load_local
+
+
+def transcoder_path(arg: str | None, model: str) -> Path:
+    """The ``--transcoders`` folder (default: the cached demo set), checked to exist."""
+    if arg is not None:
+        path = Path(arg).expanduser()
+        if not path.is_dir():
+            raise FileFormatError(f"--transcoders {arg}: no such folder; pass a folder of SAELens "
+                                  "transcoders or a circuit-tracer CLT folder.")
+        return path
+    budget = cached_budget()
+    if model != "default":
+        raise FileFormatError(f"--model {model} needs --transcoders DIR (the demo set fits only "
+                              "--model default).")
+    if budget is None:
+        raise FileFormatError(
+            f"no transcoders given and no demo set cached at {demo_dir('default')}; run "
+            "`tl-circuits demo --no-serve` (or `make demo`) once to train it, or pass --transcoders DIR."
+        )
+    return demo_dir(budget)
+
+
+def load_transcoders(path: Path) -> Any:
+    """A circuit-tracer CLT folder (``W_enc_0.safetensors``) or SAELens transcoder folders."""
+    import tl_circuits as tc
+
+    if (path / "W_enc_0.safetensors").is_file():
+        return tc.CrossLayerTranscoder.load(path)
+    return tc.TranscoderSet.load(path)
+
+
 def describe_node(graph: Any, node_id: int, tokens: list[str] | None = None) -> str:
     """A node in words: 'feature 123 of layer 4 at " France"', 'the token " is"', ..."""
-    tokens = graph.str_tokens if tokens is None else tokens
+    words: list[str] = graph.str_tokens if tokens is None else tokens
     node = graph.nodes[node_id]
-    where = f"at {tokens[node.position]!r}" if node.kind in ("feature", "error") else ""
+    where = f"at {words[node.position]!r}" if node.kind in ("feature", "error") else ""
     if node.kind == "feature":
         return f"feature {node.index} of layer {node.layer} {where}"
     if node.kind == "error":
         return f"the error node of MLP {node.layer} {where}"
     if node.kind == "token":
-        return f"the token {tokens[int(node.position)]!r}"
+        return f"the token {words[int(node.position)]!r}"
     return f"the output {graph.targets[node.index].label!r}"
+
+
+def word_position(graph: Any, word: str) -> int:
+    """Position of the token that completes the first occurrence of ``word`` in the prompt."""
+    text = ""
+    for i, piece in enumerate(graph.str_tokens):
+        text += piece
+        if word in text:
+            return i
+    raise ConfigError(f"{word!r} is not in the prompt {graph.prompt!r}")
+
+
+def token_node(graph: Any, position: int) -> int:
+    """Node id of the input token at ``position``."""
+    ids = graph.indices("token")
+    return int(ids[graph.node_position[ids] == position][0])
 
 
 def strongest_token_path(graph: Any, target: int = 0) -> Any:
     """The strongest path (:meth:`Graph.strongest_path`) from any token node to target ``target``."""
-    from tl_circuits.errors import ConfigError
-
     dst = int(graph.indices("target")[target])
     best = None
     for src in graph.indices("token").tolist():
@@ -188,16 +267,16 @@ def n_edges(graph: Any) -> int:
 
 def summarize(graph: Any, pruned: Any | None = None) -> list[str]:
     """Short summary lines of a graph: prompt, top target, size, scores, strongest token path."""
-    pruned = graph if pruned is None else pruned
+    small: Any = graph if pruned is None else pruned
     top = graph.targets[0]
-    scores = pruned.scores()
+    scores = small.scores()
     return [
         f"Prompt: {graph.prompt!r}",
         f"  top target: {top.label!r} (p = {top.probability:.2f})",
         f"  graph: {graph.n_nodes} nodes, {graph.n_features} active features; pruned: "
-        f"{pruned.n_nodes} nodes, {n_edges(pruned)} edges",
+        f"{small.n_nodes} nodes, {n_edges(small)} edges",
         f"  replacement score {scores['replacement']:.2f}, completeness {scores['completeness']:.2f}",
-        f"  strongest path: {path_in_words(pruned, strongest_token_path(pruned))}",
+        f"  strongest path: {path_in_words(small, strongest_token_path(small))}",
     ]
 
 
@@ -208,6 +287,13 @@ def example_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
                    help="demo transcoders to use: 'auto' (default) takes the cached set, else "
                    "trains the small one in seconds; 'default' is the make-demo set")
     return p.parse_args(argv)
+
+
+DESCRIPTION = (
+    "Load SmolLM2-135M-Instruct and the demo transcoders (trained and cached on the first run "
+    "under $TL_CIRCUITS_CACHE, default ~/.cache/tl_circuits), build feature dashboards, attribute "
+    "and prune three prompts, print a summary of each, then serve the first graph in the viewer."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -255,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tl_circuits.demo [--budget small] [--no-serve]``; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m tl_circuits.demo", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tl_circuits.demo", description=DESCRIPTION)
     add_arguments(p)
     return run(p.parse_args(argv))
 

@@ -111,3 +111,21 @@ def test_graph_from_a_newer_format_version(model, transcoders, tmp_path):
 def test_missing_graph_file(tmp_path):
     with pytest.raises(tc.FileFormatError, match="no graph file"):
         tc.Graph.load(tmp_path / "nope.safetensors")
+
+
+def test_graph_file_with_out_of_range_edges(model, transcoders, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    _, path = _graph(model, transcoders, tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["adjacency_indices"][0, 0] = 10**6
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(tc.FileFormatError, match="invalid adjacency"):
+        tc.Graph.load(path)
+    del tensors["node_kind"]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(tc.FileFormatError, match="node_kind"):
+        tc.Graph.load(path)

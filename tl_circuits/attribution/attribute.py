@@ -144,4 +144,5 @@ def _sparse_adjacency(
     sparse = rows[order].to_sparse()
     index = sparse.indices()
     index[0] = nodes[order][index[0]]
-    return torch.sparse_coo_tensor(index, sparse.values(), (n, n), is_coalesced=True)
+    return torch.sparse_coo_tensor(index, sparse.values(), (n, n), is_coalesced=True,
+                                   check_invariants=False)

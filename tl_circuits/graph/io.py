@@ -81,12 +81,25 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
             "(pip install -U tl-circuits)"
         )
     n = int(header["n_nodes"])
-    if "adjacency" in tensors:
-        adjacency = tensors["adjacency"]
-    else:
-        adjacency = torch.sparse_coo_tensor(
-            tensors["adjacency_indices"], tensors["adjacency_values"], (n, n)
-        ).coalesce()
+    missing = {"node_kind", "node_layer", "node_position", "node_index", "activations",
+               "target_vectors", "rows_computed"} - set(tensors)
+    if missing or not ("adjacency" in tensors or "adjacency_indices" in tensors):
+        raise FileFormatError(
+            f"{os.fspath(path)!r} lacks the tensors {sorted(missing) or ['adjacency']}; it is not "
+            "a complete tl_circuits graph: re-create it with graph.save()"
+        )
+    try:
+        if "adjacency" in tensors:
+            adjacency = tensors["adjacency"]
+        else:  # a shared file is untrusted: check the indices before any sparse kernel runs
+            adjacency = torch.sparse_coo_tensor(
+                tensors["adjacency_indices"], tensors["adjacency_values"], (n, n),
+                check_invariants=True,
+            ).coalesce()
+    except (RuntimeError, ValueError) as err:
+        raise FileFormatError(
+            f"{os.fspath(path)!r} holds an invalid adjacency ({err}); re-create it with graph.save()"
+        ) from err
     supernodes = {str(k): [int(i) for i in v] for k, v in header.get("supernodes", {}).items()}
     if any(not 0 <= i < n for ids in supernodes.values() for i in ids):
         raise FileFormatError(
