@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,8 @@ def run_example(name: str, capsys) -> tuple[str, str]:
     finding = module.main(["--budget", "small"])
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1] == finding and finding.startswith("FINDING: ")
+    with capsys.disabled():  # shown in the test log, for the record
+        sys.stdout.write(f"\n{name}: {finding}\n")
     return finding, out
 
 

@@ -24,22 +24,20 @@ def influence_from_rows(
     nothing further back. Only the given rows are touched, so this works on the partial
     adjacency that exists while attribution is still choosing which rows to compute.
     """
-    a = rows.abs()  # one copy in the rows' dtype; normalised through x below, not in place
+    # Propagation only ever passes through nodes that have rows, so iterate on the small
+    # rows-by-rows block M = A'[:, row_nodes] and touch the full width once at the end:
+    # sum_k x_k A' = (sum_k x_k) A', with x_{k+1} = x_k M.
+    a = rows.abs()
     inv_sum = 1.0 / a.sum(dim=1).to(torch.float64).clamp(min=1e-30)
-    n_nodes = rows.shape[1]
-    where = torch.full((n_nodes,), -1, dtype=torch.long, device=rows.device)
-    where[row_nodes] = torch.arange(row_nodes.numel(), device=rows.device)
-    has_row = where >= 0
-    total = torch.zeros(n_nodes, dtype=torch.float64, device=rows.device)
+    m = a[:, row_nodes].to(torch.float64) * inv_sum[:, None]
     x = row_weights.to(torch.float64)
+    seen = torch.zeros_like(x)
     for _ in range(max_steps):
-        flow = ((x * inv_sum).to(a.dtype) @ a).to(torch.float64)
-        total += flow
-        x = torch.zeros_like(x)
-        x[where[has_row]] = flow[has_row]
+        seen += x
+        x = x @ m
         if not bool(x.any()):
             break
-    return total
+    return ((seen * inv_sum).to(a.dtype) @ a).to(torch.float64)
 
 
 def normalized_edges(

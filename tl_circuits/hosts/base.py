@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
+
+from ..errors import ConfigError
 
 #: A hook function: receives the tensor at a site, returns a replacement (or None to keep it).
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -72,6 +74,45 @@ class Host(Protocol):
     def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
         """Logits of a plain forward pass (with whatever hooks are active)."""
         ...
+
+
+class TokenizerMixin:
+    """``tokenize``, ``token_strings`` and ``single_token_id`` for a host whose model has a
+    Hugging Face tokenizer (or none), returned by :meth:`_tokenizer`."""
+
+    def _tokenizer(self) -> Any:
+        raise NotImplementedError
+
+    def tokenize(self, prompt: str) -> Int[torch.Tensor, " pos"]:
+        tok = self._tokenizer()
+        if tok is None:
+            raise ConfigError(
+                "this model has no tokenizer, so a string prompt cannot be encoded; "
+                "pass the prompt as token ids (a list of ints or a 1-D tensor)"
+            )
+        ids = tok(prompt, add_special_tokens=tokenizer_adds_bos(tok))["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def token_strings(self, tokens: Sequence[int]) -> list[str]:
+        tok = self._tokenizer()
+        if tok is None:
+            return [f"<{int(t)}>" for t in tokens]
+        return [tok.decode([int(t)]) for t in tokens]
+
+    def single_token_id(self, text: str) -> int:
+        tok = self._tokenizer()
+        if tok is None:
+            raise ConfigError(
+                f"cannot turn {text!r} into a token id: the model has no tokenizer; "
+                "give the target as an int token id"
+            )
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ConfigError(
+                f"target {text!r} is {len(ids)} tokens ({ids}), expected exactly one; "
+                "pick a single-token string (often with a leading space, e.g. ' Paris') or a token id"
+            )
+        return int(ids[0])
 
 
 def tokenizer_adds_bos(tokenizer: object) -> bool:

@@ -10,13 +10,12 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from ..errors import ConfigError
-from .base import HookFn, tokenizer_adds_bos
+from .base import HookFn, TokenizerMixin
 
 _FREEZE = re.compile(r"(\.|^)(hook_pattern|hook_scale)$")
 
 
-class HookedTransformerHost:
+class HookedTransformerHost(TokenizerMixin):
     """Adapts a ``transformer_lens.HookedTransformer`` (or anything with its hook API)."""
 
     def __init__(self, model: Any):
@@ -27,7 +26,6 @@ class HookedTransformerHost:
         self.n_ctx: int | None = cfg.n_ctx
         tok = model.tokenizer
         self.bos_token_id: int | None = None if tok is None else tok.bos_token_id
-        self._adds_bos = tok is not None and tokenizer_adds_bos(tok)
         self._hook_names = set(model.hook_dict.keys())
         # Virtual site: the MLP's input after the norm and its weight (a pre-hook on the MLP).
         self._virtual = {
@@ -48,36 +46,8 @@ class HookedTransformerHost:
     def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
         return self.model.W_U
 
-    def tokenize(self, prompt: str) -> Int[torch.Tensor, " pos"]:
-        tok = self.model.tokenizer
-        if tok is None:
-            raise ConfigError(
-                "this model has no tokenizer, so a string prompt cannot be encoded; "
-                "pass the prompt as token ids (a list of ints or a 1-D tensor)"
-            )
-        ids = tok(prompt, add_special_tokens=self._adds_bos)["input_ids"]
-        return torch.tensor(ids, dtype=torch.long)
-
-    def token_strings(self, tokens: Sequence[int]) -> list[str]:
-        tok = self.model.tokenizer
-        if tok is None:
-            return [f"<{int(t)}>" for t in tokens]
-        return [tok.decode([int(t)]) for t in tokens]
-
-    def single_token_id(self, text: str) -> int:
-        tok = self.model.tokenizer
-        if tok is None:
-            raise ConfigError(
-                f"cannot turn {text!r} into a token id: the model has no tokenizer; "
-                "give the target as an int token id"
-            )
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ConfigError(
-                f"target {text!r} is {len(ids)} tokens ({ids}), expected exactly one; "
-                "pick a single-token string (often with a leading space, e.g. ' Paris') or a token id"
-            )
-        return int(ids[0])
+    def _tokenizer(self) -> Any:
+        return self.model.tokenizer
 
     def has_hook(self, name: str) -> bool:
         return name in self._hook_names

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from ..errors import ConfigError
-from .base import HookFn, tokenizer_adds_bos
+from .base import HookFn, TokenizerMixin
 from .hf_modules import HFModules
 
 
-class HFHost:
+class HFHost(TokenizerMixin):
     """Adapts a Hugging Face ``*ForCausalLM`` (Llama, Qwen2, Qwen3, GPT-2, Gemma-2, ...)."""
 
     def __init__(self, hf_model: Any, tokenizer: Any = None):
@@ -33,7 +32,6 @@ class HFHost:
         self.n_ctx: int | None = None if n_ctx is None else int(n_ctx)
         self.tokenizer = tokenizer
         self.bos_token_id: int | None = None if tokenizer is None else tokenizer.bos_token_id
-        self._adds_bos = tokenizer is not None and tokenizer_adds_bos(tokenizer)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -47,33 +45,8 @@ class HFHost:
     def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
         return self.sites.W_U
 
-    def tokenize(self, prompt: str) -> Int[torch.Tensor, " pos"]:
-        if self.tokenizer is None:
-            raise ConfigError(
-                "this model has no tokenizer, so a string prompt cannot be encoded; "
-                "pass the prompt as token ids (a list of ints or a 1-D tensor)"
-            )
-        ids = self.tokenizer(prompt, add_special_tokens=self._adds_bos)["input_ids"]
-        return torch.tensor(ids, dtype=torch.long)
-
-    def token_strings(self, tokens: Sequence[int]) -> list[str]:
-        if self.tokenizer is None:
-            return [f"<{int(t)}>" for t in tokens]
-        return [self.tokenizer.decode([int(t)]) for t in tokens]
-
-    def single_token_id(self, text: str) -> int:
-        if self.tokenizer is None:
-            raise ConfigError(
-                f"cannot turn {text!r} into a token id: the model has no tokenizer; "
-                "give the target as an int token id"
-            )
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ConfigError(
-                f"target {text!r} is {len(ids)} tokens ({ids}), expected exactly one; "
-                "pick a single-token string (often with a leading space, e.g. ' Paris') or a token id"
-            )
-        return int(ids[0])
+    def _tokenizer(self) -> Any:
+        return self.tokenizer
 
     def has_hook(self, name: str) -> bool:
         return name in self.sites.hook_names
