@@ -2,9 +2,10 @@
 
 Row ``t`` holds the direct effects on node ``t``: ``A[t, s] = < v_s , d h_t / d y(site_s) >``
 where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writes at its site
-``y(site_s)``. Each backward pass reads up to ``batch`` targets at once, one per copy of the
-prompt in the forward batch, and the gradients at the write sites are contracted with every
-source's write vector.
+``y(site_s)``. Each backward pass reads up to ``batch`` targets at once: the forward pass holds one
+copy of the prompt and the backward pass is vmapped over the read-outs
+(``torch.autograd.grad(..., is_grads_batched=True)``). The gradients at the write sites are then
+contracted with every source's write vector.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ class RowEngine:
         self.state = state
         self.layout = layout
         self.transcoders = transcoders
-        # A forward pass over several copies of the prompt gives each read-out its own copy;
-        # a single copy means the backward passes are vmapped instead.
-        self.copies = int(state.logits.shape[0]) > 1
-        self.batch = int(state.logits.shape[0]) if self.copies else batch
+        if int(state.logits.shape[0]) != 1:
+            raise ValueError("RowEngine vmaps its backward passes over one forward copy (batch 1)")
+        self.batch = batch
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
@@ -78,18 +78,14 @@ class RowEngine:
             pos_here = [reads.pos[b] for b in rows_here]
             inject[rows_here, pos_here] = reads.vectors[rows_here].to(inject.dtype)
             outputs.append(tensor)
-            grad_outputs.append(inject if self.copies else inject.unsqueeze(1))
+            grad_outputs.append(inject.unsqueeze(1))
         inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
-        if self.copies:  # one copy of the prompt per read-out in the forward batch
-            grad_outputs = [torch.cat([g, g.new_zeros(self.batch - n, *g.shape[1:])]) for g in grad_outputs]
-            grads = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True)
-            grads = tuple(None if g is None else g[:n] for g in grads)
-        else:  # one forward copy; the backward is vmapped over the read-outs
-            grads = torch.autograd.grad(
-                outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True,
-                is_grads_batched=True,
-            )
-            grads = tuple(None if g is None else g[:, 0] for g in grads)
+        # One forward copy; the backward pass is vmapped over the read-outs.
+        grads = torch.autograd.grad(
+            outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True,
+            is_grads_batched=True,
+        )
+        grads = tuple(None if g is None else g[:, 0] for g in grads)
         g_write = list(grads[:-1])
         g_embed = grads[-1]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
