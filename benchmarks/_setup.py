@@ -71,6 +71,27 @@ def prompt_tokens(model: Any, n: int, seed: int = 0) -> list[int]:
     return torch.randint(10, model.cfg.d_vocab, (n,), generator=gen).tolist()
 
 
+def bos_prompt(model: Any, n: int) -> list[int]:
+    """``n`` token ids starting with the tokenizer's BOS (the sink both implementations skip),
+    or plain :func:`prompt_tokens` when there is no BOS."""
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    return [bos] + prompt_tokens(model, n - 1) if bos is not None else prompt_tokens(model, n)
+
+
+def benchmark_transcoders(model: Any, use_demo: bool) -> tuple[Any, str]:
+    """(transcoders, description): the cached demo set when asked for and present, else random
+    TopK transcoders (d_sae 4096, k 32), the reproducible default."""
+    if use_demo:
+        from tl_circuits import TranscoderSet
+        from tl_circuits.demo import demo_dir
+
+        try:
+            return TranscoderSet.load(demo_dir()), f"demo transcoders from {demo_dir()}"
+        except Exception as err:  # noqa: BLE001 - a benchmark falls back and says so
+            print(f"(no cached demo transcoders: {err}; using random ones)")
+    return random_transcoders(model), "random TopK transcoders (k=32)"
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     """Wall times of ``repeats`` calls of ``fn``."""
     out = []

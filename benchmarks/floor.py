@@ -13,7 +13,7 @@ import argparse
 import statistics
 
 import torch
-from _setup import prompt_tokens, smollm2_or_random, summary, timed
+from _setup import bos_prompt, smollm2_or_random, summary, timed
 
 import tl_circuits as tc
 from tl_circuits.attribution.engine import feature_reads, target_reads
@@ -69,8 +69,7 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="use the random model, not SmolLM2")
     args = parser.parse_args()
     model, transcoders, what = smollm2_or_random(not args.random)
-    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
-    tokens = ([bos] + prompt_tokens(model, args.tokens - 1)) if bos is not None else prompt_tokens(model, args.tokens)
+    tokens = bos_prompt(model, args.tokens)
     kw = dict(max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
               update_interval=args.update_interval, progress=False)
     graph = tc.attribute(model, transcoders, tokens, **kw)  # warm-up

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _setup import prompt_tokens, random_transcoders, summary
+from _setup import benchmark_transcoders, bos_prompt, summary
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -157,19 +157,11 @@ def main() -> None:
     parser.add_argument("--demo-transcoders", action="store_true",
                         help="use the cached demo set instead of random TopK (k=32) transcoders")
     args = parser.parse_args()
-    from tl_circuits import TranscoderSet, models
-    from tl_circuits.demo import demo_dir
+    from tl_circuits import models
 
     model = models.load_default()
-    cached = demo_dir()
-    try:
-        if not args.demo_transcoders:
-            raise FileNotFoundError
-        transcoders, what = TranscoderSet.load(cached), f"demo transcoders from {cached}"
-    except Exception:  # noqa: BLE001 - fall back to random transcoders and say so
-        transcoders, what = random_transcoders(model, d_sae=4096, k=32), "random TopK transcoders (k=32)"
-    bos = model.tokenizer.bos_token_id
-    tokens = [bos] + prompt_tokens(model, args.tokens - 1)
+    transcoders, what = benchmark_transcoders(model, args.demo_transcoders)
+    tokens = bos_prompt(model, args.tokens)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)

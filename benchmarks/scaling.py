@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _setup import prompt_tokens, random_transcoders
+from _setup import benchmark_transcoders, bos_prompt
 from peer import Worker, export, peer_python
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "images"
@@ -34,19 +34,11 @@ def main() -> None:
     parser.add_argument("--demo-transcoders", action="store_true",
                         help="use the cached demo set instead of random TopK (k=32) transcoders")
     args = parser.parse_args()
-    from tl_circuits import TranscoderSet, models
-    from tl_circuits.demo import demo_dir
+    from tl_circuits import models
 
     model = models.load_default()
-    try:
-        if not args.demo_transcoders:
-            raise FileNotFoundError
-        transcoders, what = TranscoderSet.load(demo_dir()), "demo transcoders"
-    except Exception:  # noqa: BLE001 - fall back to random transcoders and say so
-        transcoders, what = random_transcoders(model, d_sae=4096, k=32), "random TopK k=32"
-    bos = model.tokenizer.bos_token_id
-    longest = max(args.lengths + [args.fixed_length])
-    all_tokens = [bos] + prompt_tokens(model, longest - 1)
+    transcoders, what = benchmark_transcoders(model, args.demo_transcoders)
+    all_tokens = bos_prompt(model, max(args.lengths + [args.fixed_length]))
     points = [("length", n, {"tokens": all_tokens[:n], "max_feature_nodes": args.fixed_nodes})
               for n in args.lengths]
     points += [("nodes", k, {"tokens": all_tokens[: args.fixed_length], "max_feature_nodes": k})

@@ -45,7 +45,8 @@ def attribute(
             ``desired_logit_prob``, at most ``max_n_logits``), or a list of token ids,
             single-token strings, pairs ``(a, b)`` for logit(a) - logit(b), or d_model vectors.
         max_feature_nodes: at most this many feature rows; chosen by influence on the targets,
-            re-ranked after every batch of rows. None computes a row for every active feature.
+            re-ranked every ``update_interval`` batches. None computes a row for every active
+            feature.
         batch_size: targets read per backward pass (one forward pass; the backward passes are
             vmapped over the batch).
         update_interval: under a node budget, batches of rows between influence re-rankings.
