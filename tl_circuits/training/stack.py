@@ -39,7 +39,7 @@ class _JumpReLU(torch.autograd.Function):
         pre, thr = ctx.saved_tensors
         kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
         g_thr = -thr * thr * kernel * grad  # d/dlog(thr) of pre * H(pre - thr), straight-through
-        return grad * (pre > thr).to(pre.dtype), g_thr.reshape(-1, thr.shape[-1]).sum(0)
+        return grad * (pre > thr).to(pre.dtype), g_thr.sum(-2, keepdim=True)
 
 
 class _Step(torch.autograd.Function):
@@ -54,7 +54,7 @@ class _Step(torch.autograd.Function):
         pre, thr = ctx.saved_tensors
         kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
         g_thr = -thr * kernel * grad
-        return None, g_thr.reshape(-1, thr.shape[-1]).sum(0)
+        return None, g_thr.sum(-2, keepdim=True)
 
 
 class TranscoderStack(nn.Module):
@@ -117,58 +117,67 @@ class TranscoderStack(nn.Module):
         self.out_scale.copy_((self.d_out / y.float().pow(2).sum(-1).mean(-1)).sqrt())
         self.b_dec.copy_((y.float() * self.out_scale[:, None, None]).mean(1))
 
-    def pre_activation(self, layer: int, xn: Float[torch.Tensor, "n d_in"]) -> torch.Tensor:
+    def pre_activations(self, xn: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_sae"]:
+        """Every layer's encoder pre-activations in one batched product (bfloat16 on CPU)."""
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
-            pre = xn @ self.W_enc[layer]
-        return pre.float() + self.b_enc[layer]
+            pre = torch.bmm(xn, self.W_enc)
+        return pre.float() + self.b_enc[:, None, :]
 
     def forward(
         self, x: Float[torch.Tensor, "L n d_in"], y: Float[torch.Tensor, "L n d_out"],
         *, aux_k: int = 0, dead_after: int = 0,
     ) -> dict[str, torch.Tensor]:
-        """Losses and metrics of one batch: ``loss`` (to minimise), per-layer ``fvu``/``l0``."""
+        """Losses and metrics of one batch: ``loss`` (to minimise), per-layer ``fvu``/``l0``.
+
+        All layers go through batched operations (one ``bmm``, one ``topk``, one
+        ``embedding_bag``): indexing a stacked parameter layer by layer would make autograd
+        write a full-size zero gradient per layer, which used to cost most of a step.
+        """
         L, n = x.shape[0], x.shape[1]
         xn = x.float() * self.in_scale[:, None, None]
         yn = y.float() * self.out_scale[:, None, None]
-        recon = [self.b_dec[m].expand(n, -1) for m in range(L)]
+        base = self.b_dec[:, None, :].expand(L, n, self.d_out)
         if self.W_skip is not None:
-            recon = [recon[m] + xn[m] @ self.W_skip[m].T for m in range(L)]
-        l0 = torch.zeros(L)
-        aux_loss = torch.zeros(())
+            base = base + torch.bmm(xn, self.W_skip.transpose(1, 2))
+        pre = self.pre_activations(xn)
         sparsity = torch.zeros(())
-        pres = []
-        fired_all: list[torch.Tensor] = []
-        for layer in range(L):
-            pre = self.pre_activation(layer, xn[layer])
-            pres.append(pre)
-            if self.kind == "topk":
-                vals, idx = pre.topk(self.k, dim=-1, sorted=False)
-                vals = vals.relu()
-                out = F.embedding_bag(idx, self.decoder(layer), per_sample_weights=vals, mode="sum")
-                fired = torch.zeros(self.d_sae, dtype=torch.bool)
-                fired[idx[vals > 0]] = True
-                l0[layer] = (vals > 0).float().sum(-1).mean().detach()
+        if self.kind == "topk":
+            vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+            vals = vals.relu()
+            live = vals > 0
+            fired = torch.zeros(L * self.d_sae, dtype=torch.bool)
+            fired[self._flat(idx)[live]] = True
+            fired = fired.view(L, self.d_sae)
+            l0 = live.float().sum(-1).mean(-1)
+            if self.cross_layer:
+                outs = [F.embedding_bag(i, self.decoder(la), per_sample_weights=v, mode="sum")
+                        for la, (i, v) in enumerate(zip(idx.unbind(0), vals.unbind(0), strict=True))]
             else:
-                assert self.log_threshold is not None
-                acts = _JumpReLU.apply(pre, self.log_threshold[layer])
-                out = acts @ self.decoder(layer)
-                fired = (acts > 0).any(0)
-                step = _Step.apply(pre, self.log_threshold[layer])
-                sparsity = sparsity + step.sum(-1).mean()
-                l0[layer] = (acts > 0).float().sum(-1).mean().detach()
-            fired_all.append(fired)
-            self._add_writes(recon, layer, out)
-        per_layer_se = torch.stack([(recon[m] - yn[m]).pow(2).sum(-1).mean() for m in range(L)])
+                outs = self._decode_topk(idx, vals)
+        else:
+            assert self.log_threshold is not None
+            thr = self.log_threshold[:, None, :]
+            acts = _JumpReLU.apply(pre, thr)
+            fired = (acts > 0).any(1)
+            sparsity = _Step.apply(pre, thr).sum(-1).mean()
+            l0 = (acts > 0).float().sum(-1).mean(-1)
+            if self.cross_layer:
+                outs = [a @ self.decoder(la) for la, a in enumerate(acts.unbind(0))]
+            else:
+                outs = torch.bmm(acts, self.W_dec_stacked)
+        recon = self._reconstruct(base, outs)
+        per_layer_se = (recon - yn).pow(2).sum(-1).mean(-1)
         var = (yn - yn.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)
         fvu = per_layer_se / var.clamp_min(1e-12)
         loss = fvu.sum()
-        if self.kind == "topk" and aux_k > 0 and dead_after > 0:
-            aux_loss = self._aux_loss(pres, recon, yn, aux_k, dead_after)
+        aux_loss = torch.zeros(())
+        if self.kind == "topk" and aux_k > 0 and dead_after > 0 and not self.cross_layer:
+            aux_loss = self._aux_loss(pre, recon, yn, aux_k, dead_after)
             loss = loss + aux_loss / 32
         if self.kind == "jumprelu":
-            loss = loss + self.sparsity_coef * sparsity / L
-        return {"loss": loss, "fvu": fvu.detach(), "l0": l0, "aux": aux_loss.detach(),
-                "fired": torch.stack(fired_all)}
+            loss = loss + self.sparsity_coef * sparsity
+        return {"loss": loss, "fvu": fvu.detach(), "l0": l0.detach(), "aux": aux_loss.detach(),
+                "fired": fired}
 
     @torch.no_grad()
     def count_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
@@ -178,29 +187,42 @@ class TranscoderStack(nn.Module):
 
     sparsity_coef: float = 1e-3
 
-    def _add_writes(self, recon: list[torch.Tensor], layer: int, out: torch.Tensor) -> None:
-        if not self.cross_layer:
-            recon[layer] = recon[layer] + out
-            return
-        for j, m in enumerate(range(layer, self.n_layers)):
-            recon[m] = recon[m] + out[:, j * self.d_out : (j + 1) * self.d_out]
+    def _flat(self, idx: torch.Tensor) -> torch.Tensor:
+        """Per-layer feature ids ``[L, ...]`` as rows of the stacked decoder ``[L * d_sae, d]``."""
+        offsets = torch.arange(idx.shape[0]) * self.d_sae
+        return idx + offsets.view(-1, *([1] * (idx.dim() - 1)))
 
-    def _aux_loss(self, pres, recon, yn, aux_k, dead_after) -> torch.Tensor:
+    def _decode_topk(self, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """Per-layer TopK decode of all layers in one ``embedding_bag`` over the stacked decoder."""
+        L, n, k = idx.shape
+        out = F.embedding_bag(self._flat(idx).reshape(L * n, k),
+                              self.W_dec_stacked.reshape(L * self.d_sae, self.d_out),
+                              per_sample_weights=vals.reshape(L * n, k), mode="sum")
+        return out.view(L, n, self.d_out)
+
+    def _reconstruct(self, base: torch.Tensor, outs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Sum of bias, skip and feature writes per output layer (cross-layer: every later layer)."""
+        if isinstance(outs, torch.Tensor):
+            return base + outs
+        recon = list(base.unbind(0))
+        for layer, out in enumerate(outs):
+            for j, m in enumerate(range(layer, self.n_layers)):
+                recon[m] = recon[m] + out[:, j * self.d_out : (j + 1) * self.d_out]
+        return torch.stack(recon)
+
+    def _aux_loss(self, pre, recon, yn, aux_k, dead_after) -> torch.Tensor:
         """AuxK (Gao et al. 2024): dead features reconstruct the residual error of their layer."""
-        total = torch.zeros(())
-        for layer, pre in enumerate(pres):
-            dead = self.since_fired[layer] >= dead_after
-            n_dead = int(dead.sum())
-            if n_dead == 0 or self.cross_layer:
-                continue
-            err = (yn[layer] - recon[layer]).detach()
-            masked = pre.masked_fill(~dead, float("-inf"))
-            vals, idx = masked.topk(min(aux_k, n_dead), dim=-1, sorted=False)
-            out = F.embedding_bag(idx, self.decoder(layer), per_sample_weights=vals.relu(),
-                                  mode="sum")
-            denom = (err - err.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-            total = total + (out - err).pow(2).sum(-1).mean() / denom
-        return total
+        dead = self.since_fired >= dead_after
+        n_dead = dead.sum(-1)
+        if int(n_dead.max()) == 0:
+            return torch.zeros(())
+        err = (yn - recon).detach()
+        masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
+        vals, idx = masked.topk(min(aux_k, int(n_dead.max())), dim=-1, sorted=False)
+        out = self._decode_topk(idx, vals.relu())
+        denom = (err - err.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-12)
+        per_layer = (out - err).pow(2).sum(-1).mean(-1) / denom
+        return per_layer[n_dead > 0].sum()
 
     @torch.no_grad()
     def export(
