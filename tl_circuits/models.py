@@ -5,9 +5,11 @@ reads it (through ``gguf``) and *dequantises* every weight from Q4_1 to float: t
 4-bit-quantised SmolLM2, not the original bfloat16 checkpoint, so its logits differ slightly from
 the Hub model's (the greedy completion of "The capital of France is" is still " Paris").
 
-The weights are converted to a TransformerLens ``HookedTransformer`` without any processing (no
-LayerNorm folding, no centering), so hook values and logits are those of the Hugging Face model.
-Nothing is loaded or cached at import; each call reads the file again (about 5-15 s on CPU).
+``load_default`` returns it on any host: a TransformerLens ``HookedTransformer`` (weights converted
+without any processing: no LayerNorm folding, no centering, so hook values and logits are those of
+the Hugging Face model), a TransformerLens ``TransformerBridge`` around the Hugging Face model, or
+an nnsight ``LanguageModel`` around it. Nothing is loaded or cached at import; each call reads the
+file again (about 5-15 s on CPU).
 """
 
 from __future__ import annotations
@@ -115,27 +117,24 @@ def load_default(
     """SmolLM2-135M-Instruct (Q4_1 weights, dequantised), offline, as a ready model.
 
     Args:
-        host: ``"hooked"`` for a TransformerLens ``HookedTransformer``; ``"bridge"`` and
-            ``"nnsight"`` are not available yet.
+        host: ``"hooked"`` for a TransformerLens ``HookedTransformer``, ``"bridge"`` for a
+            TransformerLens ``TransformerBridge``, ``"nnsight"`` for an nnsight ``LanguageModel``.
         dtype: parameter dtype (weights are dequantised in float32 and then cast).
         n_ctx: longest sequence the model accepts (at most 8192).
 
     Returns:
-        A ``HookedTransformer`` in eval mode whose logits equal the Hugging Face model's; its
-        tokenizer adds no BOS (``default_prepend_bos=False``).
+        The model in eval mode, gradients off for its parameters, logits equal to the Hugging Face
+        model's; its tokenizer adds no BOS (``default_prepend_bos=False`` on a HookedTransformer).
 
     Example:
         >>> model = load_default()  # doctest: +SKIP
         >>> model.generate("The capital of France is", max_new_tokens=1, do_sample=False)  # doctest: +SKIP
         'The capital of France is Paris'
     """
-    if host != "hooked":
-        if host in HOSTS:
-            raise NotImplementedError(
-                f"load_default(host={host!r}) is not available yet; use host='hooked' (a "
-                "TransformerLens HookedTransformer)."
-            )
+    if host not in HOSTS:
         raise ConfigError(f"host={host!r} is not one of {HOSTS}.")
+    if host != "hooked":
+        return _wrapped(host, dtype)
     import warnings
 
     from transformer_lens import HookedTransformer
@@ -164,3 +163,24 @@ def load_default(
     for param in model.parameters():
         param.requires_grad_(False)
     return model
+
+
+def _wrapped(host: str, dtype: torch.dtype) -> Any:
+    """The Hugging Face model in a TransformerBridge or an nnsight LanguageModel."""
+    import warnings
+
+    hf_model, tokenizer = load_hf(dtype)
+    hf_model.requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if host == "nnsight":
+            from nnsight import LanguageModel
+
+            return LanguageModel(hf_model, tokenizer=tokenizer)
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(
+            MODEL_NAME, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype, device="cpu"
+        )
+    bridge.eval()
+    return bridge

@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 
 from .errors import ConfigError
 from .hosts.base import HookFn, Host
+from .hosts.base import freeze as freeze_hook
 from .transcoders import TranscoderSet
 
 
@@ -89,7 +90,7 @@ def replacement_hooks(
     """
     hooks: list[tuple[str, HookFn]] = []
     if freeze:
-        hooks += [(name, _detach) for name in host.freeze_hook_names()]
+        hooks += [(name, freeze_hook) for name in host.freeze_hook_names()]
 
     def embed_hook(x: torch.Tensor) -> torch.Tensor:
         leaf = x.detach().requires_grad_(True)
@@ -124,10 +125,6 @@ def run_replacement(
     with torch.enable_grad(), replacement_hooks(host, transcoders, state):
         state.logits = host.forward(batched)
     return state
-
-
-def _detach(x: torch.Tensor) -> torch.Tensor:
-    return x.detach()
 
 
 def _record_input(state: ReplacementState, layer: int) -> HookFn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ def attribute(
     batch_size: int = 32,
     update_interval: int = 4,
     progress: bool = True,
+    remote: bool | str = False,
 ) -> Graph:
     """The attribution graph of ``prompt``: direct effects between features, errors, tokens, targets.
 
@@ -50,7 +52,11 @@ def attribute(
         batch_size: targets read per backward pass (one forward pass; the backward passes are
             vmapped over the batch).
         update_interval: under a node budget, batches of rows between influence re-rankings.
-        progress: show a tqdm bar over the backward passes.
+        progress: show a tqdm bar over the backward passes (not shown for remote runs).
+        remote: nnsight models only: run the whole attribution (forward and backward passes)
+            inside one nnsight trace with ``remote=`` this value: True (NDIF), ``"local"``
+            (nnsight's serialize-and-run stand-in) or a server URL. The request carries the
+            transcoders' weights; see docs/hosts.md.
 
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
@@ -68,7 +74,45 @@ def attribute(
     has_bos = host.bos_token_id is not None and int(tokens[0]) == host.bos_token_id
     if has_bos and tokens.numel() == 1:
         raise ConfigError("the prompt holds only the BOS token; give it some text")
+    job = functools.partial(
+        _attribute_job, transcoders=transcoders, tokens=tokens, has_bos=has_bos, targets=targets,
+        max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
+        max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+        update_interval=update_interval, progress=progress and not remote,
+    )
+    if remote is False:
+        out = job(host)
+    else:
+        run_traced = getattr(host, "run_traced", None)
+        if run_traced is None:
+            raise ConfigError(
+                f"remote={remote!r} needs an nnsight model (remote execution is nnsight's); "
+                f"this is a {type(model).__qualname__}: leave remote=False"
+            )
+        out = run_traced(tokens, job, remote=remote)
+    return Graph.from_tables(
+        kind=out["kind"], layer=out["layer"], position=out["position"], index=out["index"],
+        adjacency=out["adjacency"], activations=out["activations"],
+        targets=[TargetInfo(*t) for t in out["targets"]], target_vectors=out["target_vectors"],
+        prompt=prompt_text, tokens=tokens.tolist(), str_tokens=host.token_strings(tokens.tolist()),
+        settings={
+            "max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob,
+            "max_feature_nodes": max_feature_nodes, "batch_size": batch_size,
+            "update_interval": update_interval,
+            "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
+            "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
+        },
+        rows_computed=out["rows_computed"],
+    )
 
+
+def _attribute_job(
+    host: Host, *, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"], has_bos: bool,
+    targets: Sequence[TargetSpec] | None, max_n_logits: int, desired_logit_prob: float,
+    max_feature_nodes: int | None, batch_size: int, update_interval: int, progress: bool,
+) -> dict[str, Any]:
+    """The forward pass and all backward passes on ``host``: the graph's tensors, as a dict of
+    tensors and plain values (it may run inside a remote nnsight trace and travel back)."""
     state = run_replacement(host, transcoders, tokens)
     last = state.logits[0, -1].detach()
     if targets is None:
@@ -94,24 +138,14 @@ def attribute(
         on_batch=lambda: bar.update(1),
     )
     bar.close()
-
-    adjacency = _sparse_adjacency(rows.detach().cpu(), computed, layout.n_nodes)
-    tables = layout.node_tables()
-    return Graph.from_tables(
-        kind=tables["kind"], layer=tables["layer"], position=tables["position"],
-        index=tables["index"], adjacency=adjacency, activations=layout.feat_act.detach().cpu(),
-        targets=[TargetInfo(t.label, t.kind, t.token_ids, t.probability, t.weight) for t in target_list],
-        target_vectors=vectors.detach().cpu(), prompt=prompt_text, tokens=tokens.tolist(),
-        str_tokens=host.token_strings(tokens.tolist()),
-        settings={
-            "max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob,
-            "max_feature_nodes": max_feature_nodes, "batch_size": batch_size,
-            "update_interval": update_interval,
-            "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
-            "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
-        },
-        rows_computed=computed,
-    )
+    return {
+        **layout.node_tables(),
+        "adjacency": _sparse_adjacency(rows.detach().cpu(), computed, layout.n_nodes),
+        "activations": layout.feat_act.detach().cpu(),
+        "targets": [(t.label, t.kind, t.token_ids, t.probability, t.weight) for t in target_list],
+        "target_vectors": vectors.detach().cpu(),
+        "rows_computed": computed,
+    }
 
 
 def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> tuple[Int[torch.Tensor, " pos"], str | None]:

@@ -124,6 +124,12 @@ def tokenizer_adds_bos(tokenizer: object) -> bool:
     return len(ids) > 0 and ids[0] == bos
 
 
+def freeze(x: torch.Tensor) -> torch.Tensor:
+    """The freeze hook: the same value, a constant to autograd. Hosts that cannot hook a site
+    directly (an nnsight trace has no attention-pattern site) recognise this function."""
+    return x.detach()
+
+
 @contextlib.contextmanager
 def no_hooks() -> Iterator[None]:
     """An empty hook context (for hosts that need nothing)."""

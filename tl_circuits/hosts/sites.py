@@ -27,6 +27,10 @@ class ArchSites:
     norm: str  #: how the norms compute: "rms" (x/s*w), "rms_one_plus" (x/s*(1+w)), "ln"
     ln1_post: str | None = None  #: norm after attention, before the residual add (Gemma-2)
     ln2_post: str | None = None  #: norm after the MLP (Gemma-2); its output is ``hook_mlp_out``
+    #: query and key projections, relative to ``attn``: an nnsight trace freezes the pattern by
+    #: holding them (the pattern is a function of queries and keys only). One path means a fused
+    #: projection whose output is queries, keys and values in equal thirds (GPT-2 ``c_attn``).
+    qk: tuple[str, ...] = ("q_proj", "k_proj")
 
 
 _LLAMA_LIKE = ArchSites(
@@ -43,7 +47,7 @@ ARCH_SITES: dict[str, ArchSites] = {
     "mistral": _LLAMA_LIKE,
     "gpt2": ArchSites(
         layers="transformer.h", final_norm="transformer.ln_f", lm_head="lm_head",
-        ln1="ln_1", ln2="ln_2", attn="attn", mlp="mlp", norm="ln",
+        ln1="ln_1", ln2="ln_2", attn="attn", mlp="mlp", norm="ln", qk=("c_attn",),
     ),
     "gemma2": ArchSites(
         layers="model.layers", final_norm="model.norm", lm_head="lm_head",

@@ -1,0 +1,137 @@
+"""The nnsight host inside a trace: TL sites as nnsight interventions, so a run can go remote.
+
+``NNsightHost.run_traced`` opens one ``model.trace`` over the prompt and calls the attribution
+job inside it with a :class:`TraceHost`. That host places every site through the trace's own
+envoys (``.input`` / ``.output`` of modules, read and set in execution order), never through
+PyTorch hooks, so the job runs wherever nnsight runs the trace: locally, on NDIF
+(``remote=True``), or in nnsight's serialize-and-run stand-in (``remote="local"``). The backward
+passes run in the same trace body after the forward pass, on the trace's own autograd graph.
+
+Two sites differ from the local hosts:
+- the attention pattern is not a module output; freezing it (:func:`.base.freeze`) holds the
+  query and key projections instead, which fixes the pattern and nothing else. Other pattern
+  hooks are refused.
+- a norm's ``hook_scale`` / ``hook_normalized``: the norm's output is set to
+  :func:`.hf_modules.norm_forward` of its input, as the local hosts compute it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from ..errors import ConfigError
+from .base import HookFn, freeze
+from .hf_modules import chain, norm_forward
+from .nnsight_host import HFHost
+
+
+def run_job(model: Any, tokens: Int[torch.Tensor, " pos"], job: Callable[[Any], Any]) -> Any:
+    """Body of the trace: ``job(TraceHost(...))`` with gradients on (the body's own thread)."""
+    with torch.enable_grad():
+        return job(TraceHost(model, tokens))
+
+
+def _envoy(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = root[int(part)] if part.isdigit() else getattr(root, part)
+    return root
+
+
+class TraceHost(HFHost):
+    """The host protocol for code running inside ``model.trace(tokens)`` (see module docstring).
+
+    ``forward`` does not start a forward pass: it applies the active hooks to the trace's one
+    forward pass, in module order, and returns its logits. It can be called once per trace.
+    """
+
+    def __init__(self, model: Any, tokens: Int[torch.Tensor, " pos"]):
+        super().__init__(model._module, getattr(model, "tokenizer", None))
+        self.envoy = model
+        self.trace_tokens = tokens
+        self._by_name: dict[str, list[HookFn]] = {}
+        self._used = False
+
+    @contextlib.contextmanager
+    def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        by_name: dict[str, list[HookFn]] = {}
+        for name, fn in hooks:
+            if name not in self.sites.hook_names:
+                raise ConfigError(f"no site {name!r} on this model (see tl_circuits/hosts/sites.py)")
+            if name.endswith("attn.hook_pattern") and fn is not freeze:
+                raise ConfigError(
+                    f"{name}: inside an nnsight trace attention patterns can only be frozen "
+                    "(queries and keys are held); run locally for other pattern hooks"
+                )
+            by_name.setdefault(name, []).append(fn)
+        self._by_name = by_name
+        try:
+            yield
+        finally:
+            self._by_name = {}
+
+    def forward(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        if self._used:
+            raise RuntimeError("TraceHost.forward applies to the trace's one forward pass; call it once")
+        if tokens.shape != (1, self.trace_tokens.numel()) or not torch.equal(
+            tokens[0].cpu(), self.trace_tokens.cpu()
+        ):
+            raise RuntimeError("TraceHost.forward must be given the tokens the trace runs on")
+        self._used = True
+        s, by = self.sites.sites, self._by_name
+        for la, block in enumerate(_envoy(self.envoy, s.layers)):
+            p = f"blocks.{la}."
+            if fns := by.get(p + "hook_resid_pre"):
+                block.input = chain(fns)(block.input)
+            self._norm(p + "ln1", _envoy(block, s.ln1))
+            attn = _envoy(block, s.attn)
+            if by.get(p + "attn.hook_pattern"):
+                _hold_queries_keys(attn, s.qk)
+            if s.ln1_post:
+                self._norm(p + "ln1_post", _envoy(block, s.ln1_post))
+            ln2 = _envoy(block, s.ln2)
+            if fns := by.get(p + "hook_resid_mid"):
+                x = ln2.input
+                if chain(fns)(x) is not x:
+                    raise ConfigError(f"{p}hook_resid_mid is read-only on Hugging Face models")
+            self._norm(p + "ln2", ln2)
+            mlp = _envoy(block, s.mlp)
+            if fns := by.get(p + "mlp.hook_in"):
+                mlp.input = chain(fns)(mlp.input)
+            out_fns = by.get(p + "hook_mlp_out")
+            if s.ln2_post:
+                self._norm(p + "ln2_post", _envoy(block, s.ln2_post), then=out_fns)
+            elif out_fns:
+                mlp.output = chain(out_fns)(mlp.output)
+        self._norm("ln_final", _envoy(self.envoy, s.final_norm))
+        if fns := by.get("unembed.hook_in"):
+            head = _envoy(self.envoy, s.lm_head)
+            head.input = chain(fns)(head.input)
+        return self.envoy.output.logits
+
+    def _norm(self, prefix: str, norm: Any, then: list[HookFn] | None = None) -> None:
+        """Set a norm's output from its input with its scale / normalized hooks (and ``then``)."""
+        scale, normed = self._by_name.get(prefix + ".hook_scale"), self._by_name.get(prefix + ".hook_normalized")
+        if scale or normed:
+            out = norm_forward(self.sites.sites.norm, norm._module, norm.input,
+                               chain(scale or []), chain(normed or []))
+            norm.output = chain(then)(out) if then else out
+        elif then:
+            norm.output = chain(then)(norm.output)
+
+
+def _hold_queries_keys(attn: Any, paths: tuple[str, ...]) -> None:
+    """Freeze an attention pattern by making its queries and keys constants to autograd."""
+    if len(paths) == 1:
+        qkv = _envoy(attn, paths[0])
+        out = qkv.output
+        third = out.shape[-1] // 3
+        qkv.output = torch.cat([out[..., : 2 * third].detach(), out[..., 2 * third :]], dim=-1)
+        return
+    for path in paths:
+        proj = _envoy(attn, path)
+        proj.output = freeze(proj.output)
