@@ -48,7 +48,7 @@ def main() -> None:
         graphs = [local, traced]
     a, b = (g.adjacency.to_dense() for g in graphs)
     weights = sum(t.numel() * t.element_size() for tc_ in transcoders
-                  for t in (tc_.W_enc, tc_.W_dec, tc_.b_enc, tc_.b_dec))
+                  for t in (tc_.W_enc, tc_.W_dec, tc_.b_enc, tc_.b_dec, tc_.W_skip) if t is not None)
     lo, tr = statistics.median(local_s), statistics.median(traced_s)
     print(f"local {lo:.2f} s, remote='local' {tr:.2f} s (median of {args.repeats}): ratio {tr / lo:.2f}")  # noqa: T201
     print(f"request {sizes[-1] / 1e6:.1f} MB, transcoder weights {weights / 1e6:.1f} MB; "  # noqa: T201

@@ -33,7 +33,8 @@ PROMPTS = (
 )
 #: Training settings per budget; changing them trains a new set (the folder name holds them).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "default": dict(kind="topk", d_sae=1024, k=32, steps=60, batch=8, ctx_len=128, lr=3e-3, seed=0),
+    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=480, batch=8, ctx_len=128,
+                    lr=3e-3, seed=0),
     "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
 }
 DEMO_SETTINGS = BUDGETS["default"]
@@ -54,7 +55,7 @@ def demo_dir(budget: str = "default") -> Path:
     from tl_circuits.training.corpus import cache_home
 
     s = BUDGETS[budget]
-    name = f"smollm2-135m-{s['kind']}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
+    name = f"smollm2-135m-{s['kind']}{'-skip' if s.get('skip') else ''}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
     if s["ctx_len"] != 128:
         name += f"-c{s['ctx_len']}"
     return cache_home() / "transcoders" / name
@@ -86,7 +87,7 @@ def load_model() -> Any:
 def demo_transcoders(model: Any, budget: str = "default") -> Any:
     """The cached demo transcoders of ``budget``, trained (and cached) first if missing."""
     import tl_circuits as tc
-    from tl_circuits.training.corpus import default_texts, writable_dir
+    from tl_circuits.training.corpus import writable_dir
 
     out = demo_dir(budget)
     writable_dir(out.parent, "transcoder cache directory")
@@ -96,15 +97,27 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     t0 = time.perf_counter()
     say(f"First run: training {budget}-budget transcoders for all {model.cfg.n_layers} layers "
         f"(cached in {out}); Ctrl-C is safe, the next run resumes.")
-    transcoders = tc.train_transcoders(model, None, out_dir=out, **BUDGETS[budget])
-    texts = default_texts()
-    held_out = texts[-max(1, len(texts) // 20):]
-    ev = tc.evaluate_transcoders(model, transcoders, held_out, max_contexts=16 if budget == "default" else 2)
+    settings = BUDGETS[budget]
+    transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
+    held_out = held_out_contexts(model, settings["ctx_len"])
+    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out)
+    window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
     say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
-        f"dead {ev['mean_dead']:.1%}, replacement top-1 agreement {ev['top1_agreement']:.1%}, "
-        f"KL {ev['kl']:.3f} nats/token ({ev['n_tokens']} tokens); "
-        f"trained in {time.perf_counter() - t0:.0f} s")
+        f"replacement top-1 agreement {ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
+        f"({ev['n_tokens']} tokens); dead features {sum(window) / len(window):.1%} (silent over "
+        f"the last 20 training steps), {ev['mean_dead']:.1%} never firing on the held-out "
+        f"tokens; trained and evaluated in {time.perf_counter() - t0:.0f} s")
     return transcoders
+
+
+def held_out_contexts(model: Any, ctx_len: int) -> Any:
+    """The default corpus's contexts that ``train_transcoders`` held out (its last 5%)."""
+    from tl_circuits.training.corpus import default_texts, split_contexts, tokenize_contexts
+    from tl_circuits.training.train import _bos_to_prepend
+
+    contexts = tokenize_contexts(model.tokenizer, default_texts(), ctx_len,
+                                 bos_token_id=_bos_to_prepend(model))
+    return split_contexts(contexts, 0.05)[1]
 
 
 def demo_dashboards(model: Any, transcoders: Any, budget: str = "default") -> Path:

@@ -107,6 +107,21 @@ def test_evaluate_matches_a_direct_computation(model, texts):
     assert 0.0 <= ev["top1_agreement"] <= 1.0 and ev["kl"] >= 0.0
     assert ev["n_tokens"] == tokens[:, 1:].numel()
     assert ev["mean_fvu"] == pytest.approx(sum(ev["fvu"]) / 3)
+    from_tokens = tc.evaluate_transcoders(model, result, tokens)
+    assert from_tokens["fvu"] == pytest.approx(ev["fvu"]) and from_tokens["kl"] == pytest.approx(ev["kl"])
+    with pytest.raises(ConfigError, match="2-D long tensor"):
+        tc.evaluate_transcoders(model, result, tokens.float())
+    window = [t.cfg["metrics"]["dead_last_20_steps"] for t in result]
+    assert window == [0.0, 0.0, 0.0]  # a 10-step run cannot hold a feature silent for 20 steps
+
+
+def test_held_out_split_is_the_last_contexts():
+    from tl_circuits.training.corpus import split_contexts
+
+    contexts = torch.arange(40).view(20, 2)
+    train, held = split_contexts(contexts, 0.05)
+    assert held.tolist() == [[38, 39]] and len(train) == 19
+    assert len(split_contexts(contexts[:1], 0.5)[1]) == 0
 
 
 def test_bad_input_raises_config_errors(model, texts, tmp_path):

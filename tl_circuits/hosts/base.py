@@ -23,7 +23,11 @@ HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 @runtime_checkable
 class Host(Protocol):
-    """What the core needs from a model. All names below are TransformerLens hook names."""
+    """What the core needs from a model. All names below are TransformerLens hook names.
+
+    A host may also offer ``run_traced(tokens, job, *, remote)``: run ``job(host)`` where the
+    model runs (the nnsight host does, for ``attribute(..., remote=...)``).
+    """
 
     n_layers: int
     d_model: int

@@ -177,3 +177,13 @@ def generated_corpus(
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"model": name, "texts": texts}), encoding="utf-8")
     return texts
+
+
+def split_contexts(
+    contexts: Int[torch.Tensor, "n ctx_len"], eval_fraction: float
+) -> tuple[Int[torch.Tensor, "n_train ctx_len"], Int[torch.Tensor, "n_eval ctx_len"]]:
+    """(training, held-out) contexts: the last ``eval_fraction`` of them are held out (at least
+    one when there are two or more), as ``train_transcoders`` does."""
+    n = len(contexts)
+    n_eval = min(n - 1, max(1, round(eval_fraction * n))) if n > 1 else 0
+    return contexts[: n - n_eval], contexts[n - n_eval :]

@@ -65,10 +65,13 @@ def layer_metrics(
 
 
 def evaluate_transcoders(
-    model: Any, transcoders: Any, texts: Sequence[str], *, ctx_len: int = 128, batch: int = 8,
-    max_contexts: int | None = None,
+    model: Any, transcoders: Any, texts: Sequence[str] | torch.Tensor, *,
+    ctx_len: int = 128, batch: int = 8, max_contexts: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``transcoders`` on ``texts`` (see module docstring).
+
+    ``texts`` may also be token contexts, a long tensor ``[n, pos]`` (BOS first where the model's tokenizer
+    adds one), e.g. the held-out contexts of :func:`tl_circuits.training.corpus.split_contexts`.
 
     Returns:
         ``{"fvu": [...], "l0": [...], "dead": [...]}`` per layer, their means ``mean_fvu``,
@@ -90,7 +93,13 @@ def evaluate_transcoders(
         raise ConfigError(f"the model has no hook(s) {missing[:3]} that the transcoders use; "
                           "these transcoders belong to another model or hook layout.")
     bos = _bos_to_prepend(model)
-    contexts = tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
+    if isinstance(texts, torch.Tensor):
+        if texts.dim() != 2 or texts.dtype != torch.long:
+            raise ConfigError(f"token contexts must be a 2-D long tensor, got {texts.dtype} "
+                              f"of shape {tuple(texts.shape)}")
+        contexts = texts
+    else:
+        contexts = tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
     if max_contexts is not None:
         contexts = contexts[:max_contexts]
     transcoders = transcoders.to(dtype=model.cfg.dtype)

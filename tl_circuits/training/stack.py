@@ -138,7 +138,9 @@ class TranscoderStack(nn.Module):
         yn = y.float() * self.out_scale[:, None, None]
         base = self.b_dec[:, None, :].expand(L, n, self.d_out)
         if self.W_skip is not None:
-            base = base + torch.bmm(xn, self.W_skip.transpose(1, 2))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
+                skip = torch.bmm(xn, self.W_skip.transpose(1, 2))
+            base = base + skip.float()
         pre = self.pre_activations(xn)
         sparsity = torch.zeros(())
         if self.kind == "topk":

@@ -106,8 +106,7 @@ def train_transcoders(
         texts = corpus_mod.default_texts(model, progress=progress)
     bos = _bos_to_prepend(model)
     contexts = corpus_mod.tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
-    n_eval = min(len(contexts) - 1, max(1, round(eval_fraction * len(contexts)))) if len(contexts) > 1 else 0
-    train_ctx, eval_ctx = contexts[: len(contexts) - n_eval], contexts[len(contexts) - n_eval :]
+    train_ctx, eval_ctx = corpus_mod.split_contexts(contexts, eval_fraction)
     batch = min(batch, len(train_ctx))
     per_step = batch * (ctx_len - (bos is not None))
     steps = steps if steps is not None else max(1, math.ceil(tokens / per_step))
@@ -172,11 +171,13 @@ def train_transcoders(
     train_seconds = time.perf_counter() - t0
     settings_out = {**settings, "train_seconds_this_run": round(train_seconds, 1)}
     result = stack.export(hooks_in, hooks_out, {"training": settings_out})
+    # Dead in the SAELens sense: silent over the last 20 steps of training (dead_after tokens).
+    window = {"dead_last_20_steps": (stack.since_fired >= dead_after).float().mean(-1).tolist()}
     if len(eval_ctx):
         from tl_circuits.training.evaluate import layer_metrics
 
-        metrics = layer_metrics(runner, result, eval_ctx, skip_first=bos is not None)
-        _attach_metrics(result, metrics)
+        window.update(layer_metrics(runner, result, eval_ctx, skip_first=bos is not None))
+    _attach_metrics(result, window)
     if out_path is not None:
         result.save(out_path)
         if ckpt is not None and ckpt.exists():
