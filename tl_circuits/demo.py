@@ -33,7 +33,7 @@ PROMPTS = (
 )
 #: Training settings per budget; changing them trains a new set (the folder name holds them).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=480, batch=8, ctx_len=128,
+    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=440, batch=8, ctx_len=128,
                     lr=3e-3, seed=0),
     "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
 }
