@@ -28,7 +28,8 @@ _ATTN_NAME = "tl_circuits_eager"
 _PATTERN_HOOKS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
 
 
-def _module(root: Any, path: str) -> Any:
+def module_at(root: Any, path: str) -> Any:
+    """The submodule of ``root`` at dotted ``path`` (digits index lists); also walks nnsight envoys."""
     for part in path.split("."):
         root = root[int(part)] if part.isdigit() else getattr(root, part)
     return root
@@ -98,14 +99,14 @@ class HFModules:
         self.model = hf_model
         self.config = hf_model.config
         self.sites: ArchSites = arch_sites(getattr(self.config, "model_type", type(hf_model).__name__))
-        self.layers = _module(hf_model, self.sites.layers)
+        self.layers = module_at(hf_model, self.sites.layers)
         self.n_layers = len(self.layers)
-        norms = {"ln_final": _module(hf_model, self.sites.final_norm)}
+        norms = {"ln_final": module_at(hf_model, self.sites.final_norm)}
         for la, block in enumerate(self.layers):
             for tl, path in (("ln1", self.sites.ln1), ("ln2", self.sites.ln2),
                              ("ln1_post", self.sites.ln1_post), ("ln2_post", self.sites.ln2_post)):
                 if path is not None:
-                    norms[f"blocks.{la}.{tl}"] = _module(block, path)
+                    norms[f"blocks.{la}.{tl}"] = module_at(block, path)
         self.norms: dict[str, Any] = norms
         names = {"unembed.hook_in"}
         for prefix in norms:
@@ -121,11 +122,10 @@ class HFModules:
 
     @property
     def W_U(self) -> torch.Tensor:
-        return _module(self.model, self.sites.lm_head).weight.T
+        return module_at(self.model, self.sites.lm_head).weight.T
 
-    @contextlib.contextmanager
-    def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
-        """Install ``hooks`` (TL site name, fn) on the HF modules; remove them on exit."""
+    def by_site(self, hooks: Sequence[tuple[str, HookFn]]) -> dict[str, list[HookFn]]:
+        """``hooks`` grouped by site, in order; ConfigError for a site this model lacks."""
         by_name: dict[str, list[HookFn]] = {}
         for name, fn in hooks:
             if name not in self.hook_names:
@@ -135,6 +135,12 @@ class HFModules:
                     "/ mlp.hook_in / ln*.hook_scale / ln*.hook_normalized, unembed.hook_in"
                 )
             by_name.setdefault(name, []).append(fn)
+        return by_name
+
+    @contextlib.contextmanager
+    def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        """Install ``hooks`` (TL site name, fn) on the HF modules; remove them on exit."""
+        by_name = self.by_site(hooks)
         handles: list[Any] = []
         patterns: list[int] = []
         old_impl = self.config._attn_implementation
@@ -163,24 +169,24 @@ class HFModules:
             if fns := by_name.get(site + "hook_resid_pre"):
                 handles.append(block.register_forward_pre_hook(_input_hook(chain(fns)), with_kwargs=True))
             if fns := by_name.get(site + "attn.hook_pattern"):
-                attn = _module(block, s.attn)
+                attn = module_at(block, s.attn)
                 _PATTERN_HOOKS[id(attn)] = chain(fns)
                 patterns.append(id(attn))
             if fns := by_name.get(site + "hook_resid_mid"):
-                handles.append(_module(block, s.ln2).register_forward_pre_hook(
-                    _input_hook(_read_only(chain(fns), site + "hook_resid_mid")), with_kwargs=True))
+                handles.append(module_at(block, s.ln2).register_forward_pre_hook(
+                    _input_hook(read_only(chain(fns), site + "hook_resid_mid")), with_kwargs=True))
             if fns := by_name.get(site + "mlp.hook_in"):
-                handles.append(_module(block, s.mlp).register_forward_pre_hook(
+                handles.append(module_at(block, s.mlp).register_forward_pre_hook(
                     _input_hook(chain(fns)), with_kwargs=True))
             if fns := by_name.get(site + "hook_mlp_out"):
-                out_module = _module(block, s.ln2_post if s.ln2_post else s.mlp)
+                out_module = module_at(block, s.ln2_post if s.ln2_post else s.mlp)
                 handles.append(out_module.register_forward_hook(_output_hook(chain(fns))))
         if fns := by_name.get("unembed.hook_in"):
-            handles.append(_module(self.model, s.lm_head).register_forward_pre_hook(
+            handles.append(module_at(self.model, s.lm_head).register_forward_pre_hook(
                 _input_hook(chain(fns)), with_kwargs=True))
 
 
-def _read_only(fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def read_only(fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         if fn(x) is not x:
             raise ConfigError(

@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 
 from ..errors import ConfigError
 from .base import HookFn, freeze
-from .hf_modules import chain, norm_forward
+from .hf_modules import chain, module_at, norm_forward, read_only
 from .nnsight_host import HFHost
 
 
@@ -34,12 +34,6 @@ def run_job(model: Any, tokens: Int[torch.Tensor, " pos"], job: Callable[[Any], 
     """Body of the trace: ``job(TraceHost(...))`` with gradients on (the body's own thread)."""
     with torch.enable_grad():
         return job(TraceHost(model, tokens))
-
-
-def _envoy(root: Any, path: str) -> Any:
-    for part in path.split("."):
-        root = root[int(part)] if part.isdigit() else getattr(root, part)
-    return root
 
 
 class TraceHost(HFHost):
@@ -58,16 +52,13 @@ class TraceHost(HFHost):
 
     @contextlib.contextmanager
     def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
-        by_name: dict[str, list[HookFn]] = {}
-        for name, fn in hooks:
-            if name not in self.sites.hook_names:
-                raise ConfigError(f"no site {name!r} on this model (see tl_circuits/hosts/sites.py)")
-            if name.endswith("attn.hook_pattern") and fn is not freeze:
+        by_name = self.sites.by_site(hooks)
+        for name, fns in by_name.items():
+            if name.endswith("attn.hook_pattern") and any(fn is not freeze for fn in fns):
                 raise ConfigError(
                     f"{name}: inside an nnsight trace attention patterns can only be frozen "
                     "(queries and keys are held); run locally for other pattern hooks"
                 )
-            by_name.setdefault(name, []).append(fn)
         self._by_name = by_name
         try:
             yield
@@ -83,33 +74,31 @@ class TraceHost(HFHost):
             raise RuntimeError("TraceHost.forward must be given the tokens the trace runs on")
         self._used = True
         s, by = self.sites.sites, self._by_name
-        for la, block in enumerate(_envoy(self.envoy, s.layers)):
+        for la, block in enumerate(module_at(self.envoy, s.layers)):
             p = f"blocks.{la}."
             if fns := by.get(p + "hook_resid_pre"):
                 block.input = chain(fns)(block.input)
-            self._norm(p + "ln1", _envoy(block, s.ln1))
-            attn = _envoy(block, s.attn)
+            self._norm(p + "ln1", module_at(block, s.ln1))
+            attn = module_at(block, s.attn)
             if by.get(p + "attn.hook_pattern"):
                 _hold_queries_keys(attn, s.qk)
             if s.ln1_post:
-                self._norm(p + "ln1_post", _envoy(block, s.ln1_post))
-            ln2 = _envoy(block, s.ln2)
+                self._norm(p + "ln1_post", module_at(block, s.ln1_post))
+            ln2 = module_at(block, s.ln2)
             if fns := by.get(p + "hook_resid_mid"):
-                x = ln2.input
-                if chain(fns)(x) is not x:
-                    raise ConfigError(f"{p}hook_resid_mid is read-only on Hugging Face models")
+                read_only(chain(fns), p + "hook_resid_mid")(ln2.input)
             self._norm(p + "ln2", ln2)
-            mlp = _envoy(block, s.mlp)
+            mlp = module_at(block, s.mlp)
             if fns := by.get(p + "mlp.hook_in"):
                 mlp.input = chain(fns)(mlp.input)
             out_fns = by.get(p + "hook_mlp_out")
             if s.ln2_post:
-                self._norm(p + "ln2_post", _envoy(block, s.ln2_post), then=out_fns)
+                self._norm(p + "ln2_post", module_at(block, s.ln2_post), then=out_fns)
             elif out_fns:
                 mlp.output = chain(out_fns)(mlp.output)
-        self._norm("ln_final", _envoy(self.envoy, s.final_norm))
+        self._norm("ln_final", module_at(self.envoy, s.final_norm))
         if fns := by.get("unembed.hook_in"):
-            head = _envoy(self.envoy, s.lm_head)
+            head = module_at(self.envoy, s.lm_head)
             head.input = chain(fns)(head.input)
         return self.envoy.output.logits
 
@@ -127,11 +116,11 @@ class TraceHost(HFHost):
 def _hold_queries_keys(attn: Any, paths: tuple[str, ...]) -> None:
     """Freeze an attention pattern by making its queries and keys constants to autograd."""
     if len(paths) == 1:
-        qkv = _envoy(attn, paths[0])
+        qkv = module_at(attn, paths[0])
         out = qkv.output
         third = out.shape[-1] // 3
         qkv.output = torch.cat([out[..., : 2 * third].detach(), out[..., 2 * third :]], dim=-1)
         return
     for path in paths:
-        proj = _envoy(attn, path)
+        proj = module_at(attn, path)
         proj.output = freeze(proj.output)
