@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import warnings
@@ -104,3 +105,14 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 def summary(times: list[float]) -> str:
     return f"min {min(times):.3f}s  median {statistics.median(times):.3f}s  max {max(times):.3f}s"
+
+
+def attribution_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the run settings that peer.py and floor.py share (same defaults, so their
+    figures compare): --tokens, --max-feature-nodes, --batch-size, --repeats."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--max-feature-nodes", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    return parser

@@ -9,11 +9,10 @@ influence ranking or graph building. Printed: both times and their ratio (goal: 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
-from _setup import bos_prompt, smollm2_or_random, summary, timed
+from _setup import attribution_parser, bos_prompt, smollm2_or_random, summary, timed
 
 import tl_circuits as tc
 from tl_circuits.attribution.engine import feature_reads, target_reads
@@ -60,11 +59,7 @@ def floor(model, transcoders, tokens: list[int], graph: tc.Graph, batch_size: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--max-feature-nodes", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = attribution_parser(__doc__.splitlines()[0])
     parser.add_argument("--update-interval", type=int, default=4)
     parser.add_argument("--random", action="store_true", help="use the random model, not SmolLM2")
     args = parser.parse_args()

@@ -17,7 +17,6 @@ the BOS position are left out, since the two fold the sink differently).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _setup import benchmark_transcoders, bos_prompt, summary
+from _setup import attribution_parser, benchmark_transcoders, bos_prompt, summary
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -148,11 +147,7 @@ def report(args, what, workers, times, last) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--max-feature-nodes", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = attribution_parser(__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, default=None, help="keep the exported files and dumps here")
     parser.add_argument("--demo-transcoders", action="store_true",
                         help="use the cached demo set instead of random TopK (k=32) transcoders")
