@@ -1,12 +1,17 @@
-"""Time attribute + prune and peak memory against prompt length; print ratios to the shortest prompt.
+"""Time of attribute + prune and peak memory against prompt length (16 to 2,048 tokens).
 
-Each prompt length runs in its own subprocess so its peak resident memory (``ru_maxrss``) is its
-own. The model is ``tl_circuits.models.load_default()`` (SmolLM2) when that function exists and
-``--model auto`` (the default); otherwise, or with ``--model random``, a random float32
-HookedTransformer (4 layers, d_model 128, d_mlp 512, vocab 2048). Transcoders are random (the
-timings measure the machinery, not feature quality).
+Each run is its own subprocess, so its peak resident memory (``ru_maxrss``) is its own. The model
+is SmolLM2 (``load_default``) with the cached demo transcoders (``--transcoders demo``, the
+default; random TopK ones with ``random``), or a small random HookedTransformer with
+``--model random``. The prompt is English text after a BOS token.
 
-    python benchmarks/prune_scaling.py --model random --lengths 32 64 128 256
+The baseline is the same run with every active feature kept as a node (``feature_pool`` as large
+as the number of active features, what tl_circuits did before feature pools): for lengths up to
+``--baseline-up-to`` both run and the table prints pooled / baseline ratios. ``--plot`` draws
+docs/images/long_prompt.png.
+
+    python benchmarks/prune_scaling.py --lengths 16 64 256 1024 2048 --max-feature-nodes 256 \\
+        --batch-size 16 --baseline-up-to 256 --plot
 """
 
 # ruff: noqa: T201  (a command-line script: printing is its output)
@@ -19,97 +24,120 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+EVERY_FEATURE = 10**9  # a feature_pool no prompt reaches: every active feature stays a node
 
 
-def build(kind: str):
-    import torch
+def build(kind: str, transcoders: str):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _setup import benchmark_transcoders, bos_prompt, random_model, random_transcoders
 
+    if kind == "random":
+        model = random_model(n_layers=4, d_model=128)
+        return model, random_transcoders(model, d_sae=1024), "random 4-layer model", bos_prompt
+    from tl_circuits.models import load_default
+
+    model = load_default()
+    tcs, what = benchmark_transcoders(model, transcoders == "demo")
+    return model, tcs, f"SmolLM2-135M-Instruct + {what}", bos_prompt
+
+
+def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     import tl_circuits as tc
 
-    if kind == "auto":
-        import tl_circuits.models as models
-
-        kind = "default" if hasattr(models, "load_default") else "random"
-    if kind == "default":
-        from tl_circuits.models import load_default
-
-        model = load_default()
-    else:
-        from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-        cfg = HookedTransformerConfig(
-            n_layers=4, d_model=128, d_head=32, n_heads=4, d_mlp=512, d_vocab=2048, n_ctx=2048,
-            act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-            rotary_dim=32, gated_mlp=True, dtype=torch.float32, seed=0,
-        )
-        model = HookedTransformer(cfg)
-        model.eval()
-    d, n_layers = model.cfg.d_model, model.cfg.n_layers
-    gen = torch.Generator().manual_seed(0)
-    d_sae = 8 * d
-    transcoders = tc.TranscoderSet([
-        tc.Transcoder(
-            torch.randn(d, d_sae, generator=gen) / d**0.5, torch.randn(d_sae, generator=gen) * 0.3 - 1.2,
-            torch.randn(d_sae, d, generator=gen) * 0.1, torch.zeros(d),
-            hook_name=f"blocks.{la}.ln2.hook_normalized", hook_name_out=f"blocks.{la}.hook_mlp_out",
-        )
-        for la in range(n_layers)
-    ])
-    return model, transcoders, kind
-
-
-def one(length: int, kind: str, max_feature_nodes: int, batch_size: int) -> dict:
-    import torch
-
-    import tl_circuits as tc
-
-    model, transcoders, kind = build(kind)
+    model, transcoders, what, prompt = build(args.model, args.transcoders)
+    tokens = prompt(model, length)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    gen = torch.Generator().manual_seed(length)
-    tokens = torch.randint(1, model.cfg.d_vocab, (length,), generator=gen)
     t0 = time.perf_counter()
-    graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=max_feature_nodes,
-                         batch_size=batch_size, progress=False)
+    graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=args.max_feature_nodes,
+                         feature_pool=pool, batch_size=args.batch_size, progress=False)
     t1 = time.perf_counter()
     pruned = graph.prune()
     t2 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "length": length, "model": kind, "n_nodes": graph.n_nodes,
-        "n_edges": int(graph.adjacency._nnz()), "pruned_nodes": pruned.n_nodes,
-        "attribute_s": t1 - t0, "prune_s": t2 - t1, "peak_mb": peak / 1024,
-        "extra_mb": (peak - base_rss) / 1024,
+        "length": length, "what": what, "n_active": graph.settings["n_active_features"],
+        "n_nodes": graph.n_nodes, "n_edges": int(graph.adjacency._nnz()),
+        "pruned_nodes": pruned.n_nodes, "attribute_s": t1 - t0, "prune_s": t2 - t1,
+        "peak_mb": peak / 1024, "model_mb": base_rss / 1024, **graph.scores(),
     }
+
+
+def run(length: int, args: argparse.Namespace, pool: int | None) -> dict:
+    cmd = [sys.executable, __file__, "--one", str(length), "--model", args.model,
+           "--transcoders", args.transcoders, "--max-feature-nodes", str(args.max_feature_nodes),
+           "--batch-size", str(args.batch_size)] + ([] if pool is None else ["--pool", str(pool)])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    print(f"  {length} tokens, pool {pool or 'default'}: attribute {result['attribute_s']:.1f}s "
+          f"prune {result['prune_s']:.2f}s peak {result['peak_mb']:.0f} MB", flush=True)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("auto", "random", "default"), default="auto")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--model", choices=("default", "random"), default="default")
+    parser.add_argument("--transcoders", choices=("demo", "random"), default="demo")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--max-feature-nodes", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--baseline-up-to", type=int, default=128)
+    parser.add_argument("--plot", action="store_true")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.model, args.max_feature_nodes, args.batch_size)))
+        print(json.dumps(one(args.one, args, args.pool)))
         return
     rows = []
     for length in sorted(args.lengths):
-        cmd = [sys.executable, __file__, "--one", str(length), "--model", args.model,
-               "--max-feature-nodes", str(args.max_feature_nodes), "--batch-size", str(args.batch_size)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    first = rows[0]
-    print(f"model: {first['model']}, max_feature_nodes={args.max_feature_nodes}, batch_size={args.batch_size}")
-    print(f"{'length':>6} {'nodes':>8} {'edges':>9} {'kept':>5} {'attr s':>8} {'prune s':>8} "
-          f"{'peak MB':>8} {'+MB':>7} | ratios: {'len':>4} {'attr':>5} {'prune':>6} {'+MB':>5}")
-    for r in rows:
-        print(f"{r['length']:>6} {r['n_nodes']:>8} {r['n_edges']:>9} {r['pruned_nodes']:>5} "
-              f"{r['attribute_s']:>8.2f} {r['prune_s']:>8.3f} {r['peak_mb']:>8.0f} {r['extra_mb']:>7.0f} | "
-              f"        {r['length'] / first['length']:>4.0f} {r['attribute_s'] / first['attribute_s']:>5.1f} "
-              f"{r['prune_s'] / first['prune_s']:>6.1f} {r['extra_mb'] / max(first['extra_mb'], 1):>5.1f}")
+        pooled = run(length, args, None)
+        base = run(length, args, EVERY_FEATURE) if length <= args.baseline_up_to else None
+        rows.append((pooled, base))
+    print(f"\n{rows[0][0]['what']}; max_feature_nodes={args.max_feature_nodes}, "
+          f"batch_size={args.batch_size}; peak = whole process (model alone: "
+          f"{rows[0][0]['model_mb']:.0f} MB)\n")
+    print("| tokens | active features | graph nodes | edges | attribute (s) | prune (s) | peak RSS (MB) "
+          "| replacement / completeness | baseline: time ratio | peak ratio | prune ratio |")
+    print("|---" * 11 + "|")
+    for r, b in rows:
+        ratios = ("| - | - | - |" if b is None else
+                  f"| {(r['attribute_s'] + r['prune_s']) / (b['attribute_s'] + b['prune_s']):.2f} "
+                  f"| {r['peak_mb'] / b['peak_mb']:.2f} | {r['prune_s'] / b['prune_s']:.2f} |")
+        print(f"| {r['length']} | {r['n_active']:,} | {r['n_nodes']:,} | {r['n_edges']:,} "
+              f"| {r['attribute_s']:.1f} | {r['prune_s']:.2f} | {r['peak_mb']:.0f} "
+              f"| {r['replacement']:.3f} / {r['completeness']:.3f} {ratios}")
+    if args.plot:
+        _plot(rows, args)
+
+
+def _plot(rows, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["length"] for r, _ in rows]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_t.plot(x, [r["attribute_s"] + r["prune_s"] for r, _ in rows], "o-", label="feature pool (default)")
+    ax_m.plot(x, [r["peak_mb"] / 1024 for r, _ in rows], "o-", label="feature pool (default)")
+    xb = [(r["length"], b) for r, b in rows if b is not None]
+    ax_t.plot([n for n, _ in xb], [b["attribute_s"] + b["prune_s"] for _, b in xb], "s--",
+              label="every feature a node")
+    ax_m.plot([n for n, _ in xb], [b["peak_mb"] / 1024 for _, b in xb], "s--", label="every feature a node")
+    ax_t.set_ylabel("attribute + prune (s)")
+    ax_m.set_ylabel("peak RSS (GiB)")
+    for ax in (ax_t, ax_m):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("prompt tokens")
+        ax.legend()
+    fig.suptitle(f"SmolLM2-135M, max_feature_nodes={args.max_feature_nodes}, 2-core CPU")
+    fig.tight_layout()
+    out = Path(__file__).resolve().parents[1] / "docs" / "images" / "long_prompt.png"
+    fig.savefig(out, dpi=110)
+    print(f"\nplot: {out}")
 
 
 if __name__ == "__main__":

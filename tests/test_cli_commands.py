@@ -69,6 +69,15 @@ def test_attribute_logit_difference_target(tiny, tmp_path):
     assert graph.settings["max_feature_nodes"] == 256
 
 
+def test_attribute_feature_pool(tiny, tmp_path):
+    out = tmp_path / "p.safetensors"
+    assert main(["attribute", PROMPT, "--model", str(tiny / "model"), "--transcoders", str(tiny / "tc"),
+                 "--out", str(out), "--max-feature-nodes", "3", "--feature-pool", "7"]) == 0
+    graph = tc.Graph.load(out)
+    assert graph.settings["feature_pool"] == 7 == graph.n_features
+    assert graph.settings["n_active_features"] > 7
+
+
 def test_prune_export_and_serve(tiny, tmp_path, capsys, monkeypatch):
     g = tmp_path / "g.safetensors"
     assert main(["attribute", PROMPT, "--model", str(tiny / "model"), "--transcoders",

@@ -77,6 +77,9 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="graph.safetensors", help="graph file (default graph.safetensors)")
     p.add_argument("--max-feature-nodes", type=int, default=256,
                    help="feature rows to compute, chosen by influence (default 256; -1: all)")
+    p.add_argument("--feature-pool", type=int, default=None,
+                   help="features kept as nodes when rows are limited; the others fold into "
+                   "error nodes (default: 8 x max-feature-nodes, at least 8192)")
     p.add_argument("--batch-size", type=int, default=32, help="targets per backward pass")
     p.add_argument("--target", action="append", nargs="+", metavar="TOKEN", default=None,
                    help="a single-token string (' Paris'), or two for a logit difference "
@@ -102,7 +105,7 @@ def _run_attribute(args: argparse.Namespace) -> int:
     model = load()
     graph = tc.attribute(model, transcoders, prompt, targets=targets, max_n_logits=args.max_n_logits,
                          max_feature_nodes=None if args.max_feature_nodes < 0 else args.max_feature_nodes,
-                         batch_size=args.batch_size)
+                         feature_pool=args.feature_pool, batch_size=args.batch_size)
     graph.save(args.out)
     for line in summarize(graph):
         _say(line)

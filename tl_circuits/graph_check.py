@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float
 
 from .errors import ConfigError
+from .graph.influence import coalesced
 from .interventions import Intervention, _prepare, clean_run, run_batch
 
 
@@ -63,7 +64,7 @@ def check_graph(model: Any, transcoders: Any, graph: Any, top: int = 20, *, batc
                 "model or transcoders differ from the ones the graph was built with"
             )
     targets = graph.indices("target")
-    adj = graph.adjacency.coalesce() if graph.adjacency.is_sparse else graph.adjacency.to_sparse().coalesce()
+    adj = coalesced(graph.adjacency)
     col_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     col_of[torch.tensor(ids, dtype=torch.long)] = torch.arange(len(ids))
     row_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)

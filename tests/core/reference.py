@@ -77,6 +77,7 @@ def brute_force_rows(model, transcoders, graph):
     clean = _clean_cache(model, tokens)
     # Each source's write vector and site, from scratch.
     sources = {}
+    nodes = set(graph.nodes)
     for col, node in enumerate(graph.nodes):
         if node.kind == "feature":
             tc = transcoders[node.layer]
@@ -88,6 +89,11 @@ def brute_force_rows(model, transcoders, graph):
             if node.layer in transcoders:
                 tc = transcoders[node.layer]
                 x = x - tc(clean[tc.hook_name][node.position])
+                # Active features that are not nodes (outside a feature pool) fold in here.
+                acts = tc.encode(clean[tc.hook_name][node.position])
+                for i in acts.nonzero().flatten().tolist():
+                    if ("feature", node.layer, node.position, i) not in nodes:
+                        x = x + acts[i] * tc.W_dec[i]
             sources[col] = {(name, node.position): x}
         elif node.kind == "token":
             adds = {("blocks.0.hook_resid_pre", node.position): clean["blocks.0.hook_resid_pre"][node.position]}

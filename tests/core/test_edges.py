@@ -142,3 +142,36 @@ def test_max_feature_nodes_multi_layer_prefers_influential_features():
     kept = part.rows_computed[part.rows_computed < full.n_features]
     # The kept quarter carries far more influence than a random quarter would.
     assert infl[kept].sum() > 2.0 * infl.sum() * k / full.n_features
+
+
+def test_feature_pool_keeps_the_top_direct_features_and_folds_the_rest_exactly():
+    """Under a budget, only ``feature_pool`` features stay nodes: the ones with the largest direct
+    influence on the targets. The others fold into the error node at their layer and position,
+    so every edge is still exact (the brute-force error vectors carry the folded features) and
+    each target row sums to the same total as in the full graph."""
+    model = tiny_model("llama", seed=9)
+    transcoders = tiny_set("jumprelu_skip", seed=3)
+    full = tc.attribute(model, transcoders, PROMPT, progress=False)
+    pooled = tc.attribute(model, transcoders, PROMPT, max_feature_nodes=6, feature_pool=15,
+                          batch_size=4, progress=False)
+    assert full.settings["feature_pool"] is None
+    assert pooled.settings["feature_pool"] == 15 == pooled.n_features
+    assert pooled.settings["n_active_features"] == full.n_features > 40
+    # The pool: top 15 features by direct influence (target rows of the full graph).
+    dense = full.adjacency.to_dense()
+    rows = dense[full.indices("target")].abs()
+    direct = (full.target_weights() @ (rows / rows.sum(1, keepdim=True)).double())[: full.n_features]
+    want = {full.nodes[i] for i in direct.topk(15).indices.tolist()}
+    assert {pooled.nodes[i] for i in pooled.indices("feature").tolist()} == want
+    assert_edges_match(model, transcoders, pooled)
+    # Nothing lost: a target row's total is the same with 15 or all features as nodes.
+    a = dense[full.indices("target")].sum(1)
+    b = pooled.adjacency.to_dense()[pooled.indices("target")].sum(1)
+    assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_feature_pool_must_be_positive():
+    model = tiny_model("llama", seed=9)
+    with pytest.raises(tc.ConfigError, match="feature_pool must be at least 1"):
+        tc.attribute(model, tiny_set("relu"), PROMPT, max_feature_nodes=2, feature_pool=0,
+                     progress=False)

@@ -45,3 +45,18 @@ def test_interrupted_save_leaves_previous_file(tmp_path, monkeypatch):
         pass
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["graph.safetensors"]
+
+
+def test_sparse_adjacency_is_sorted_and_equal_to_the_dense_rows():
+    from tl_circuits.attribution.attribute import _sparse_adjacency
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(7, 11, generator=gen) * (torch.rand(7, 11, generator=gen) > 0.4)
+    nodes = torch.tensor([9, 2, 10, 0, 5, 3, 7])
+    adj = _sparse_adjacency(rows, nodes, 11, chunk=3)
+    dense = torch.zeros(11, 11)
+    dense[nodes] = rows
+    assert torch.equal(adj.to_dense(), dense)
+    assert adj._nnz() == int((rows != 0).sum())
+    flat = adj.indices()[0] * 11 + adj.indices()[1]
+    assert bool((flat[1:] > flat[:-1]).all())  # strictly sorted: is_coalesced holds

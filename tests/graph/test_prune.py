@@ -37,6 +37,7 @@ def test_cumulative_cut_matches_find_threshold():
         want = float(ref.find_threshold(v, share))
         assert want > 0
         assert cumulative_cut(v[v > 0], v.numel(), share) == want
+        assert cumulative_cut(v, v.numel(), share) == want  # zeros are skipped, not counted
 
 
 @pytest.mark.parametrize("node_threshold,edge_threshold", THRESHOLDS)

@@ -97,6 +97,7 @@ def brute_force_rows_clt(model, clt, graph):
     xs = {la: clean[clt.hook_in(la)] for la in clt.layers}
     acts = {la: clt.encode(la, xs[la]) for la in clt.layers}
     sources = {}
+    nodes = set(graph.nodes)
     for col, node in enumerate(graph.nodes):
         if node.kind == "feature":
             a = acts[node.layer][node.position, node.index]
@@ -106,7 +107,15 @@ def brute_force_rows_clt(model, clt, graph):
         elif node.kind == "error":
             name = f"blocks.{node.layer}.hook_mlp_out"
             recon = clt.reconstruct(node.layer, acts, xs)[node.position]
-            sources[col] = {(name, node.position): clean[name][node.position] - recon}
+            vec = clean[name][node.position] - recon
+            # Features outside a feature pool fold into the error node of every layer they write.
+            for la in range(node.layer + 1):
+                if la not in acts:
+                    continue
+                for i in acts[la][node.position].nonzero().flatten().tolist():
+                    if ("feature", la, node.position, i) not in nodes:
+                        vec = vec + acts[la][node.position, i] * clt.W_dec(la)[i, node.layer - la]
+            sources[col] = {(name, node.position): vec}
         elif node.kind == "token":
             sources[col] = {("blocks.0.hook_resid_pre", node.position):
                             clean["blocks.0.hook_resid_pre"][node.position]}
@@ -142,6 +151,19 @@ def test_every_clt_edge_matches_brute_force(family, arch):
     assert float((got - expected).abs().max() / scale) <= 1e-6
     # Cross-layer writes matter: layer-0 features reach layer-2 features directly through W_dec[0][:, 2].
     assert expected.abs().sum() > 0
+
+
+def test_clt_feature_pool_folds_cross_layer_writes_into_each_error_node():
+    model = tiny_model("llama", seed=13)
+    clt = tiny_clt("relu", seed=5, d_sae=12)
+    n_active = tc.attribute(model, clt, PROMPT, max_feature_nodes=0, progress=False).n_features
+    graph = tc.attribute(model, clt, PROMPT, max_feature_nodes=4, feature_pool=9, batch_size=3,
+                         progress=False)
+    assert graph.n_features == 9 < n_active == graph.settings["n_active_features"]
+    got = graph.adjacency.to_dense()[graph.rows_computed]
+    expected = brute_force_rows_clt(model, clt, graph)
+    scale = expected.abs().max()
+    assert float((got - expected).abs().max() / scale) <= 1e-6
 
 
 def test_clt_differs_from_its_layer_diagonal():

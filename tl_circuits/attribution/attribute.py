@@ -18,6 +18,7 @@ from ..replacement import check_compatible, run_replacement
 from ..transcoders import TranscoderSet
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
+from .pool import choose_pool, fold_features, pool_size
 from .schedule import feature_rows
 from .targets import TargetSpec, custom_targets, default_targets
 
@@ -31,6 +32,7 @@ def attribute(
     max_n_logits: int = 10,
     desired_logit_prob: float = 0.95,
     max_feature_nodes: int | None = None,
+    feature_pool: int | None = None,
     batch_size: int = 32,
     update_interval: int = 4,
     progress: bool = True,
@@ -49,6 +51,11 @@ def attribute(
         max_feature_nodes: at most this many feature rows; chosen by influence on the targets,
             re-ranked every ``update_interval`` batches. None computes a row for every active
             feature.
+        feature_pool: under a node budget, the features that stay nodes: the rows are chosen
+            among the ``feature_pool`` features with the largest direct influence on the targets,
+            and the other active features fold into the error node at their layer and position
+            (the graph stays exact; see docs/graphs.md). Default ``max(8 * max_feature_nodes,
+            8192)``; it only matters when more features are active than that.
         batch_size: targets read per backward pass (one forward pass; the backward passes are
             vmapped over the batch).
         update_interval: under a node budget, batches of rows between influence re-rankings.
@@ -66,6 +73,8 @@ def attribute(
         transcoders = TranscoderSet(transcoders)
     check_compatible(host, transcoders)
     transcoders = transcoders.to(device=host.device, dtype=host.dtype)
+    if feature_pool is not None and feature_pool < 1:
+        raise ConfigError(f"feature_pool must be at least 1 (features kept as nodes), got {feature_pool}")
     if batch_size < 1 or update_interval < 1:
         raise ConfigError(
             f"batch_size and update_interval must be at least 1, got {batch_size}, {update_interval}"
@@ -77,7 +86,7 @@ def attribute(
     job = functools.partial(
         _attribute_job, transcoders=transcoders, tokens=tokens, has_bos=has_bos, targets=targets,
         max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob,
-        max_feature_nodes=max_feature_nodes, batch_size=batch_size,
+        max_feature_nodes=max_feature_nodes, feature_pool=feature_pool, batch_size=batch_size,
         update_interval=update_interval, progress=progress and not remote,
     )
     if remote is False:
@@ -98,7 +107,8 @@ def attribute(
         settings={
             "max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob,
             "max_feature_nodes": max_feature_nodes, "batch_size": batch_size,
-            "update_interval": update_interval,
+            "update_interval": update_interval, "n_active_features": out["n_active_features"],
+            "feature_pool": out["feature_pool"],
             "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
             "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
         },
@@ -109,7 +119,8 @@ def attribute(
 def _attribute_job(
     host: Host, *, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"], has_bos: bool,
     targets: Sequence[TargetSpec] | None, max_n_logits: int, desired_logit_prob: float,
-    max_feature_nodes: int | None, batch_size: int, update_interval: int, progress: bool,
+    max_feature_nodes: int | None, feature_pool: int | None, batch_size: int, update_interval: int,
+    progress: bool,
 ) -> dict[str, Any]:
     """The forward pass and all backward passes on ``host``: the graph's tensors, as a dict of
     tensors and plain values (it may run inside a remote nnsight trace and travel back)."""
@@ -122,29 +133,43 @@ def _attribute_job(
     else:
         target_list, vectors = custom_targets(host, last, targets)
     layout = build_layout(state, tokens, host.n_layers, has_bos=has_bos, n_targets=len(target_list))
-    engine = RowEngine(state, layout, transcoders, batch_size)
-
-    n_feat = layout.n_features
-    budget = n_feat if max_feature_nodes is None else min(max(0, max_feature_nodes), n_feat)
-    n_passes = -(-len(target_list) // batch_size) + -(-budget // batch_size)
-    bar = tqdm(total=n_passes, desc="attribution passes", disable=not progress, unit="pass")
-    target_rows = engine.rows(target_reads(vectors, int(tokens.numel()) - 1))
-    bar.update(-(-len(target_list) // batch_size))
+    n_active = layout.n_features
+    budget = n_active if max_feature_nodes is None else min(max(0, max_feature_nodes), n_active)
+    pool = pool_size(feature_pool, budget) if budget < n_active else n_active
+    reads = target_reads(vectors, int(tokens.numel()) - 1)
     weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
+    target_passes = -(-len(target_list) // batch_size) * (2 if pool < n_active else 1)
+    bar = tqdm(total=target_passes + -(-budget // batch_size), desc="attribution passes",
+               disable=not progress, unit="pass")
+    errors = None
+    if pool < n_active:
+        # Every active feature is a column of these target rows: one pass, writes built per layer.
+        full = RowEngine(state, layout, transcoders, batch_size, keep_writes=False).rows(reads)
+        bar.update(-(-len(target_list) // batch_size))
+        keep = choose_pool(full, torch.arange(layout.target_offset, layout.n_nodes), weights,
+                           n_active, pool)
+        del full
+        layout, errors = fold_features(layout, transcoders, state.errors, keep)
+    engine = RowEngine(state, layout, transcoders, batch_size, errors=errors)
+    n_feat = layout.n_features
+    target_rows = engine.rows(reads)
+    bar.update(-(-len(target_list) // batch_size))
     rows, computed = feature_rows(
-        lambda ids: engine.rows(feature_reads(layout, transcoders, ids)),
+        lambda ids, rows_of=engine.rows: rows_of(feature_reads(layout, transcoders, ids)),
         target_rows, torch.arange(layout.target_offset, layout.n_nodes), weights, n_feat,
         budget=budget, batch_size=batch_size, update_interval=update_interval,
         on_batch=lambda: bar.update(1),
     )
     bar.close()
+    del engine, state, errors  # the forward graph (most of the memory) before the sparse copy
     return {
         **layout.node_tables(),
         "adjacency": _sparse_adjacency(rows.detach().cpu(), computed, layout.n_nodes),
         "activations": layout.feat_act.detach().cpu(),
         "targets": [(t.label, t.kind, t.token_ids, t.probability, t.weight) for t in target_list],
         "target_vectors": vectors.detach().cpu(),
-        "rows_computed": computed,
+        "rows_computed": computed, "n_active_features": n_active,
+        "feature_pool": pool if pool < n_active else None,
     }
 
 
@@ -172,12 +197,24 @@ def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> tuple[Int
 
 
 def _sparse_adjacency(
-    rows: Float[torch.Tensor, "n_rows n_nodes"], nodes: Int[torch.Tensor, " n_rows"], n: int
+    rows: Float[torch.Tensor, "n_rows n_nodes"], nodes: Int[torch.Tensor, " n_rows"], n: int,
+    *, chunk: int = 256,
 ) -> Float[torch.Tensor, "n_nodes n_nodes"]:
-    """The square sparse adjacency holding ``rows`` at their nodes, built already sorted."""
+    """The square sparse adjacency holding ``rows`` at their nodes, built already sorted and
+    written into preallocated index/value tensors (no second copy of the nonzeros)."""
     order = nodes.argsort()
-    sparse = rows[order].to_sparse()
-    index = sparse.indices()
-    index[0] = nodes[order][index[0]]
-    return torch.sparse_coo_tensor(index, sparse.values(), (n, n), is_coalesced=True,
-                                   check_invariants=False)
+    counts = torch.cat([(rows[order[lo : lo + chunk]] != 0).sum(1)
+                        for lo in range(0, order.numel(), chunk)] or [torch.zeros(0, dtype=torch.long)])
+    nnz = int(counts.sum())
+    index = torch.empty(2, nnz, dtype=torch.long)
+    values = torch.empty(nnz, dtype=rows.dtype)
+    at = 0
+    for lo in range(0, order.numel(), chunk):
+        sel = order[lo : lo + chunk]
+        block = rows[sel]
+        r, c = block.nonzero(as_tuple=True)  # row-major, so the entries stay sorted
+        index[0, at : at + r.numel()] = nodes[sel][r]
+        index[1, at : at + r.numel()] = c
+        values[at : at + r.numel()] = block[r, c]
+        at += r.numel()
+    return torch.sparse_coo_tensor(index, values, (n, n), is_coalesced=True, check_invariants=False)

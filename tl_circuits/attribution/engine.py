@@ -34,26 +34,34 @@ class RowEngine:
     """Computes adjacency rows for read-outs, reusing one replacement forward pass."""
 
     def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: TranscoderSet,
-                 batch: int):
+                 batch: int, *, errors: dict[int, torch.Tensor] | None = None,
+                 keep_writes: bool = True):
+        """``errors``: the error nodes' vectors per layer (default: the state's; a feature pool
+        folds dropped features into them). ``keep_writes=False`` rebuilds each layer's write
+        block per pass instead of holding all of them (for one pass over millions of features)."""
         self.state = state
         self.layout = layout
         self.transcoders = transcoders
+        self.errors = state.errors if errors is None else errors
         if int(state.logits.shape[0]) != 1:
             raise ValueError("RowEngine vmaps its backward passes over one forward copy (batch 1)")
         self.batch = batch
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
-        self.writes: dict[int, dict[int, PaddedWrites]] = {}
-        for layer in transcoders.layers:
-            sl = layout.feature_slice(layer)
-            idx = layout.feat_idx[sl].to(layout.feat_act.device)
-            act = layout.feat_act[sl]
-            pos = layout.feat_pos[sl]
-            self.writes[layer] = {
-                out: PaddedWrites.build(pos, vec * act[:, None], layout.n_pos)
-                for out, vec in transcoders.decoder_vectors(layer, idx).items()
-            }
+        self.writes: dict[int, dict[int, PaddedWrites]] | None = (
+            {layer: self._layer_writes(layer) for layer in transcoders.layers} if keep_writes else None
+        )
+
+    def _layer_writes(self, layer: int) -> dict[int, PaddedWrites]:
+        layout = self.layout
+        sl = layout.feature_slice(layer)
+        idx = layout.feat_idx[sl].to(layout.feat_act.device)
+        act = layout.feat_act[sl]
+        return {
+            out: PaddedWrites.build(layout.feat_pos[sl], vec * act[:, None], layout.n_pos)
+            for out, vec in self.transcoders.decoder_vectors(layer, idx).items()
+        }
 
     def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
         """Adjacency rows for the read-outs, in chunks of at most ``batch``."""
@@ -89,7 +97,8 @@ class RowEngine:
         g_write = list(grads[:-1])
         g_embed = grads[-1]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
-        for layer, per_out in self.writes.items():
+        for layer in self.transcoders.layers:
+            per_out = self.writes[layer] if self.writes is not None else self._layer_writes(layer)
             sl = layout.feature_slice(layer)
             for out_layer, padded in per_out.items():
                 g = g_write[out_layer]
@@ -98,7 +107,7 @@ class RowEngine:
         start = layout.start
         for m, g in enumerate(g_write):
             if g is not None:
-                rows[:, layout.error_slice(m)] = (g[:, start:] * state.errors[m][start:]).sum(-1)
+                rows[:, layout.error_slice(m)] = (g[:, start:] * self.errors[m][start:]).sum(-1)
         tok = slice(layout.token_offset, layout.target_offset)
         if g_embed is not None:
             rows[:, tok] = (g_embed * state.embed[0].detach()).sum(-1)
@@ -113,27 +122,34 @@ class RowEngine:
 class PaddedWrites:
     """Write vectors of one layer's features grouped by position, padded to equal counts.
 
-    ``vecs[p, j]`` is the j-th feature at position p (zeros past its count); ``slot[i]`` is where
-    feature i (in column order) sits in the flattened [pos * max_count] grid.
+    Only positions that hold a feature get a slot row (a feature pool leaves most positions of a
+    long prompt empty). ``vecs[r, j]`` is the j-th feature at position ``positions[r]`` (zeros
+    past its count); ``slot[i]`` is where feature i (in column order) sits in the flattened
+    [rows * max_count] grid.
     """
 
-    vecs: Float[torch.Tensor, "pos max_count d"]
+    vecs: Float[torch.Tensor, "rows max_count d"]
+    positions: Int[torch.Tensor, " rows"]
     slot: Int[torch.Tensor, " n"]
 
     @classmethod
     def build(cls, pos: Int[torch.Tensor, " n"], vecs: Float[torch.Tensor, "n d"], n_pos: int) -> PaddedWrites:
         counts = torch.bincount(pos, minlength=n_pos)
+        positions = counts.nonzero().flatten()
         width = int(counts.max()) if pos.numel() else 0
+        row_of = torch.full((n_pos,), -1, dtype=torch.long)
+        row_of[positions] = torch.arange(positions.numel())
         first = torch.cumsum(counts, 0) - counts  # features are sorted by position
         within = torch.arange(pos.numel()) - first[pos]
-        slot = (pos * width + within).to(vecs.device)
-        padded = vecs.new_zeros(n_pos * width, vecs.shape[1])
+        slot = (row_of[pos] * width + within).to(vecs.device)
+        padded = vecs.new_zeros(positions.numel() * width, vecs.shape[1])
         padded[slot] = vecs
-        return cls(padded.view(n_pos, width, -1), slot)
+        return cls(padded.view(positions.numel(), width, -1), positions.to(vecs.device), slot)
 
     def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b n"]:
         """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions."""
-        per_pos = torch.bmm(grad.transpose(0, 1), self.vecs.transpose(1, 2))  # pos b width
+        g = grad[:, self.positions].transpose(0, 1)  # rows b d
+        per_pos = torch.bmm(g, self.vecs.transpose(1, 2))  # rows b width
         return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot]
 
 

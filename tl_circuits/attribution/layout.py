@@ -74,6 +74,15 @@ class NodeLayout:
         lo = self.error_offset + layer * per
         return slice(lo, lo + per)
 
+    def subset(self, keep: Int[torch.Tensor, " k"]) -> NodeLayout:
+        """The same layout with only the features ``keep`` (sorted ids, so the order holds)."""
+        return NodeLayout(
+            feat_layer=self.feat_layer[keep], feat_pos=self.feat_pos[keep],
+            feat_idx=self.feat_idx[keep], feat_act=self.feat_act[keep.to(self.feat_act.device)],
+            err_layer=self.err_layer, err_pos=self.err_pos, tokens=self.tokens,
+            n_targets=self.n_targets, start=self.start, n_layers=self.n_layers,
+        )
+
     def node_tables(self) -> dict[str, torch.Tensor]:
         """kind, layer, position, index for every node (index: feature id, token id, target #)."""
         n_layers = self.n_layers

@@ -40,22 +40,55 @@ def influence_from_rows(
     return ((seen * inv_sum).to(a.dtype) @ a).to(torch.float64)
 
 
+#: Entries handled at once by the edge-list loops (bounds their float64 transients to ~128 MB).
+CHUNK = 1 << 24
+
+
+def coalesced(adjacency: Float[torch.Tensor, "n_nodes n_nodes"]) -> torch.Tensor:
+    """``adjacency`` as a coalesced sparse COO tensor (itself when it already is one)."""
+    return (adjacency if adjacency.is_sparse else adjacency.to_sparse()).coalesce()
+
+
+def abs_entries(
+    adjacency: Float[torch.Tensor, "n_nodes n_nodes"],
+) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"], Float[torch.Tensor, " nnz"],
+           Int[torch.Tensor, " nnz"] | None]:
+    """``(rows, cols, |values| in float64, entries)`` of the stored nonzero entries.
+
+    ``entries`` are their positions among the coalesced adjacency's stored entries, or None when
+    every stored entry is nonzero (then ``rows`` and ``cols`` are views of the adjacency's
+    indices, not copies: a graph of 10^8 edges is not duplicated).
+    """
+    adj = coalesced(adjacency)
+    rows, cols = adj.indices()
+    vals = adj.values().abs().to(torch.float64)
+    if not bool((vals == 0).any()):
+        return rows, cols, vals, None
+    stored = (vals != 0).nonzero().flatten()
+    return rows[stored], cols[stored], vals[stored], stored
+
+
+def row_normalize_(
+    rows: Int[torch.Tensor, " nnz"], vals: Float[torch.Tensor, " nnz"], n: int
+) -> Float[torch.Tensor, " nnz"]:
+    """Divides ``vals`` in place by their row sums (clamped at 1e-10, as circuit-tracer's
+    ``normalize_matrix``); returns ``vals``."""
+    sums = torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)
+    sums.clamp_(min=1e-10)
+    for lo in range(0, vals.numel(), CHUNK):
+        vals[lo : lo + CHUNK].div_(sums[rows[lo : lo + CHUNK]])
+    return vals
+
+
 def normalized_edges(
     adjacency: Float[torch.Tensor, "n_nodes n_nodes"],
 ) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"], Float[torch.Tensor, " nnz"]]:
     """The nonzero entries of ``A'`` (row-normalised ``|A|``) as ``(rows, cols, values)``.
 
-    Row sums are clamped at 1e-10 as circuit-tracer's ``normalize_matrix`` does. Works on a
-    sparse COO or dense ``adjacency`` without forming anything ``n_nodes x n_nodes``.
+    Works on a sparse COO or dense ``adjacency`` without forming anything ``n_nodes x n_nodes``.
     """
-    adj = adjacency if adjacency.is_sparse else adjacency.to_sparse()
-    adj = adj.coalesce()
-    rows, cols = adj.indices()
-    vals = adj.values().abs().to(torch.float64)
-    nonzero = vals != 0
-    rows, cols, vals = rows[nonzero], cols[nonzero], vals[nonzero]
-    sums = torch.zeros(adj.shape[0], dtype=torch.float64, device=vals.device).index_add_(0, rows, vals)
-    return rows, cols, vals / sums.clamp(min=1e-10)[rows]
+    rows, cols, vals, _ = abs_entries(adjacency)
+    return rows, cols, row_normalize_(rows, vals, adjacency.shape[0])
 
 
 def influence_from_edges(
@@ -68,13 +101,18 @@ def influence_from_edges(
 ) -> Float[torch.Tensor, " n_nodes"]:
     """``seed (M + M^2 + ...)`` for the sparse matrix ``M[rows, cols] = values`` (``seed`` excluded).
 
-    Each step moves every node's mass to its sources: ``x'[c] = sum_r x[r] M[r, c]``, one
-    ``index_add`` over the nonzeros, so memory is linear in the number of edges.
+    Each step moves every node's mass to its sources: ``x'[c] = sum_r x[r] M[r, c]``, an
+    ``index_add`` over the nonzeros in chunks, so memory is linear in the number of nodes beyond
+    the edge list itself.
     """
     x = seed.to(torch.float64)
     total = torch.zeros_like(x)
     for _ in range(max_steps):
-        x = torch.zeros_like(x).index_add_(0, cols, x[rows] * values)
+        nxt = torch.zeros_like(x)
+        for lo in range(0, values.numel(), CHUNK):
+            hi = lo + CHUNK
+            nxt.index_add_(0, cols[lo:hi], x[rows[lo:hi]] * values[lo:hi])
+        x = nxt
         if not bool(x.any()):
             return total
         total += x

@@ -11,6 +11,7 @@ import torch
 
 from .._atomic import atomic_path
 from ..errors import ConfigError
+from .influence import coalesced
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -64,7 +65,7 @@ def plot_graph(
 
     n_pos = max(len(g.tokens), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * n_pos + 2), max(4.0, 0.8 * (n_layers + 2) + 1.5)))
-    adj = g.adjacency.coalesce() if g.adjacency.is_sparse else g.adjacency.to_sparse().coalesce()
+    adj = coalesced(g.adjacency)
     rows, cols = adj.indices()
     vals = adj.values().double()
     if vals.numel():

@@ -25,7 +25,13 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..errors import ConfigError
-from .influence import influence_from_edges, normalized_edges
+from .influence import (
+    abs_entries,
+    coalesced,
+    influence_from_edges,
+    normalized_edges,
+    row_normalize_,
+)
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -69,17 +75,20 @@ def node_influence(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
 def cumulative_cut(scores: Float[torch.Tensor, " m"], n_total: int, share: float) -> float:
     """The score at which the descending cumulative share of ``scores`` first reaches ``share``.
 
-    ``scores`` are the nonzero (non-negative) entries of a vector of length ``n_total`` whose other
-    entries are 0; only they are sorted. Same value as circuit-tracer's ``find_threshold`` on the
-    full vector.
+    ``scores`` (non-negative) are the entries of a vector of length ``n_total`` whose other
+    entries are 0; only the positive ones are sorted, in place on one copy (no index tensor), so
+    10^8 edge scores need two extra float64 copies at most. Same value as circuit-tracer's
+    ``find_threshold`` on the full vector.
     """
-    if scores.numel() == 0:
+    ordered = scores[scores > 0].to(torch.float64)
+    if ordered.numel() == 0:
         return 0.0
-    ordered = torch.sort(scores, descending=True).values
+    ordered.numpy().sort()  # ascending, in place
+    ordered = ordered.flip(0)
     total = ordered.sum()
     if float(total) <= 0:
         return 0.0
-    cum = torch.cumsum(ordered, 0) / total
+    cum = torch.cumsum(ordered, 0).div_(total)
     at = int(torch.searchsorted(cum, torch.tensor([share], dtype=cum.dtype)).item())
     if at >= ordered.numel():
         return 0.0 if ordered.numel() < n_total else float(ordered[-1])
@@ -94,20 +103,23 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     n = graph.n_nodes
     kind = graph.node_kind.long()
     seed = target_seed(graph)
-    e_rows, e_cols, e_abs, entries = _abs_edges(graph)
-    influence = influence_from_edges(e_rows, e_cols, _row_normalize(e_rows, e_abs, n), seed)
+    e_rows, e_cols, e_abs, entries = abs_entries(graph.adjacency)
+    influence = influence_from_edges(e_rows, e_cols, row_normalize_(e_rows, e_abs, n), seed)
+    del e_abs
 
-    positive = influence[influence > 0]
-    node_mask = influence >= cumulative_cut(positive, n, node_threshold)
+    node_mask = influence >= cumulative_cut(influence, n, node_threshold)
     node_mask |= (kind == TOKEN) | (kind == TARGET)
 
     # Edge scores on the node-pruned matrix, renormalised (edges between kept nodes only).
     inside = (node_mask[e_rows] & node_mask[e_cols]).nonzero().flatten()
-    e_rows, e_cols, entries = e_rows[inside], e_cols[inside], entries[inside]
-    p_vals = _row_normalize(e_rows, e_abs[inside], n)
+    e_rows, e_cols = e_rows[inside], e_cols[inside]
+    entries = inside if entries is None else entries[inside]
+    stored = coalesced(graph.adjacency).values()
+    p_vals = row_normalize_(e_rows, stored[entries].abs().to(torch.float64), n)
     pruned_influence = influence_from_edges(e_rows, e_cols, p_vals, seed) + seed
-    scores = p_vals * pruned_influence[e_rows]
-    cut = cumulative_cut(scores[scores > 0], n * n, edge_threshold)
+    scores = p_vals.mul_(pruned_influence[e_rows])  # in place: p_vals is not needed again
+    del p_vals
+    cut = cumulative_cut(scores, n * n, edge_threshold)
     edge_mask = scores >= cut
 
     # Feature and error nodes need a kept outgoing edge; features need a kept incoming edge.
@@ -125,20 +137,6 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
             break
         node_mask = new
     return PruneResult(node_mask, e_rows, e_cols, edge_mask, influence, entries)
-
-
-def _abs_edges(graph: Graph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
-    adj = adj.coalesce()
-    rows, cols = adj.indices()
-    vals = adj.values().abs().to(torch.float64)
-    stored = (vals != 0).nonzero().flatten()
-    return rows[stored], cols[stored], vals[stored], stored
-
-
-def _row_normalize(rows: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
-    sums = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, vals)
-    return vals / sums.clamp(min=1e-10)[rows]
 
 
 def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Graph:

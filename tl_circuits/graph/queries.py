@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Int
 
 from ..errors import ConfigError
-from .influence import normalized_edges
+from .influence import coalesced, normalized_edges
 
 if TYPE_CHECKING:
     from .graph import Graph, Node
@@ -111,8 +111,7 @@ def neighbourhood(graph: Graph, node_ids: Iterable[int], hops: int = 1) -> Int[t
     mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
     for i in node_ids:
         mask[node_id(graph, i)] = True
-    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
-    adj = adj.coalesce()
+    adj = coalesced(graph.adjacency)
     rows, cols = adj.indices()
     nonzero = adj.values() != 0
     rows, cols = rows[nonzero], cols[nonzero]
@@ -151,8 +150,7 @@ def restrict(
     keep = torch.sort(keep.long()).values
     new_id = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     new_id[keep] = torch.arange(keep.numel())
-    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
-    adj = adj.coalesce()
+    adj = coalesced(graph.adjacency)
     rows, cols = adj.indices()
     vals = adj.values()
     inside = (new_id[rows] >= 0) & (new_id[cols] >= 0)

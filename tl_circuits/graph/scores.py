@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Int
 
-from .influence import influence_from_edges
+from .influence import CHUNK, coalesced, influence_from_edges, row_normalize_
 from .prune import ERROR, FEATURE, TOKEN, target_seed
 
 if TYPE_CHECKING:
@@ -43,10 +43,9 @@ def graph_scores(
     """
     n = graph.n_nodes
     kind = graph.node_kind.long()
-    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
-    adj = adj.coalesce()
+    adj = coalesced(graph.adjacency)
     rows, cols = adj.indices()
-    vals = adj.values().to(torch.float64)
+    vals = adj.values()
     is_error = kind == ERROR
     seed = target_seed(graph)
 
@@ -67,35 +66,66 @@ def graph_scores(
         missing, slot = torch.unique(drop_keys[~hit], return_inverse=True)
         target_of[drop_ids[~hit]] = n + slot
         n_extra = int(missing.numel())
-        live = ~dropped[rows]
-        rows, cols, vals = rows[live], cols[live], vals[live]
         n_all = n + n_extra
-        # Sum the (signed) entries that land on the same (row, error node) before taking |.|.
-        moved = dropped[cols] | is_error[cols]
-        key = rows[moved] * n_all + target_of[cols[moved]]
-        merged_keys, inverse = torch.unique(key, return_inverse=True)
-        merged = torch.zeros(merged_keys.numel(), dtype=vals.dtype).index_add_(0, inverse, vals[moved])
-        rows = torch.cat([rows[~moved], merged_keys // n_all])
-        cols = torch.cat([cols[~moved], merged_keys % n_all])
-        vals = torch.cat([vals[~moved], merged])
+        rows, cols, vals = _fold(rows, cols, vals, dropped, is_error | dropped, target_of, n_all)
         is_error = torch.cat([is_error, torch.ones(n_extra, dtype=torch.bool)])
         kind = torch.cat([kind, torch.full((n_extra,), ERROR)])
         seed = torch.cat([seed, torch.zeros(n_extra, dtype=torch.float64)])
     else:
         n_all = n
+        vals = vals.to(torch.float64, copy=True)
 
-    vals = vals.abs()
-    sums = torch.zeros(n_all, dtype=torch.float64).index_add_(0, rows, vals)
-    norm = vals / sums.clamp(min=1e-10)[rows]
+    norm = row_normalize_(rows, vals.abs_(), n_all)
     influence = influence_from_edges(rows, cols, norm, seed)
     token_inf = float(influence[kind == TOKEN].sum())
     error_inf = float(influence[is_error].sum())
     replacement = token_inf / (token_inf + error_inf) if token_inf + error_inf > 0 else 0.0
 
-    from_error = torch.zeros(n_all, dtype=torch.float64).index_add_(
-        0, rows, torch.where(is_error[cols], norm, torch.zeros_like(norm))
-    )
+    from_error = torch.zeros(n_all, dtype=torch.float64)
+    for lo in range(0, norm.numel(), CHUNK):
+        r, c, v = rows[lo : lo + CHUNK], cols[lo : lo + CHUNK], norm[lo : lo + CHUNK]
+        from_error.index_add_(0, r, torch.where(is_error[c], v, torch.zeros_like(v)))
     out_inf = influence + seed
     total = float(out_inf.sum())
     completeness = float(((1 - from_error) * out_inf).sum()) / total if total > 0 else 0.0
     return {"replacement": replacement, "completeness": completeness}
+
+
+def _fold(
+    rows: Int[torch.Tensor, " nnz"], cols: Int[torch.Tensor, " nnz"], vals: Float[torch.Tensor, " nnz"],
+    dropped: Bool[torch.Tensor, " n"], merges: Bool[torch.Tensor, " n"],
+    target_of: Int[torch.Tensor, " n"], n_all: int,
+) -> tuple[torch.Tensor, torch.Tensor, Float[torch.Tensor, " m"]]:
+    """The entries with dropped rows removed and, per row, the (signed) entries from ``merges``
+    columns summed onto ``target_of`` their column; float64 values.
+
+    Works through the row-sorted entries in chunks that end on row boundaries, writing into
+    buffers of the input's length (the output is never longer), so a graph of 10^8 edges needs
+    no second full-size copy or global sort.
+    """
+    nnz = rows.numel()
+    index_dtype = torch.int32 if n_all < 2**31 else torch.long
+    out_r = torch.empty(nnz, dtype=index_dtype)
+    out_c = torch.empty(nnz, dtype=index_dtype)
+    out_v = torch.empty(nnz, dtype=torch.float64)
+    lo = at = 0
+    while lo < nnz:
+        hi = min(lo + CHUNK, nnz)
+        if hi < nnz:  # back up to the first entry of row rows[hi] (at least one row per chunk)
+            hi = int(torch.searchsorted(rows, rows[hi : hi + 1]))
+            if hi <= lo:
+                hi = int(torch.searchsorted(rows, rows[lo : lo + 1], right=True))
+        r, c, v = rows[lo:hi], cols[lo:hi], vals[lo:hi].to(torch.float64)
+        live = ~dropped[r]
+        r, c, v = r[live], c[live], v[live]
+        moved = merges[c]
+        key = r[moved] * n_all + target_of[c[moved]]
+        merged_keys, inverse = torch.unique(key, return_inverse=True)
+        merged = torch.zeros(merged_keys.numel(), dtype=torch.float64).index_add_(0, inverse, v[moved])
+        for part_r, part_c, part_v in ((r[~moved], c[~moved], v[~moved]),
+                                       (merged_keys // n_all, merged_keys % n_all, merged)):
+            k = part_v.numel()
+            out_r[at : at + k], out_c[at : at + k], out_v[at : at + k] = part_r, part_c, part_v
+            at += k
+        lo = hi
+    return out_r[:at], out_c[:at], out_v[:at]
