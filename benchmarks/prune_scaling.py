@@ -52,7 +52,7 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=args.max_feature_nodes,
-                         feature_pool=pool, batch_size=args.batch_size, progress=False)
+                         feature_pool=pool, batch_size=args.batch_size, progress=args.progress)
     t1 = time.perf_counter()
     pruned = graph.prune()
     t2 = time.perf_counter()
@@ -69,7 +69,8 @@ def run(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     cmd = [sys.executable, __file__, "--one", str(length), "--model", args.model,
            "--transcoders", args.transcoders, "--max-feature-nodes", str(args.max_feature_nodes),
            "--batch-size", str(args.batch_size)] + ([] if pool is None else ["--pool", str(pool)])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    cmd += ["--progress"] if args.progress else []
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     print(f"  {length} tokens, pool {pool or 'default'}: attribute {result['attribute_s']:.1f}s "
           f"prune {result['prune_s']:.2f}s peak {result['peak_mb']:.0f} MB", flush=True)
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--baseline-up-to", type=int, default=128)
     parser.add_argument("--plot", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="show each run's progress bars")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -6,3 +6,16 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402  (after the offline switches)
+
+
+@pytest.fixture(params=["vmapped", "looped"])
+def backward(request, monkeypatch):
+    """Both backward strategies of the row engine: one pass vmapped over a chunk of read-outs, and
+    one pass per read-out (what long prompts and large chunks get, see ``engine.VMAP_BELOW``)."""
+    if request.param == "looped":
+        from tl_circuits.attribution import engine
+
+        monkeypatch.setattr(engine, "VMAP_BELOW", 0)
+    return request.param

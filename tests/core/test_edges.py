@@ -12,6 +12,7 @@ from tests.core.tiny import ARCHS, FAMILIES, tiny_model, tiny_set, tiny_transcod
 PROMPT = [3, 17, 9, 41, 5, 22]
 
 
+
 def _rows(graph):
     return graph.adjacency.to_dense()[graph.rows_computed]
 
@@ -27,7 +28,7 @@ def assert_edges_match(model, transcoders, graph):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_edge_matches_brute_force_per_family(family):
+def test_every_edge_matches_brute_force_per_family(family, backward):
     model = tiny_model(family)
     transcoders = tiny_set("jumprelu_skip")
     graph = tc.attribute(model, transcoders, PROMPT, batch_size=7, progress=False)
@@ -36,7 +37,7 @@ def test_every_edge_matches_brute_force_per_family(family):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_edge_matches_brute_force_per_transcoder_type(arch):
+def test_every_edge_matches_brute_force_per_transcoder_type(arch, backward):
     model = tiny_model("llama", seed=1)
     transcoders = tiny_set(arch, seed=2)
     graph = tc.attribute(model, transcoders, PROMPT, batch_size=16, progress=False)

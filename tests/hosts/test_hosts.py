@@ -18,6 +18,7 @@ import tl_circuits as tc
 from tests.core.tiny import tiny_set, tiny_transcoder
 from tests.hosts.hf_tiny import HF_FAMILIES, float64_softmax, hf_model, on_host
 from tests.hosts.reference import brute_force_rows
+from tl_circuits.attribution import engine
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 
@@ -186,3 +187,12 @@ def test_unsupported_architecture_says_how_to_add_one():
                                      num_attention_heads=2, ffn_dim=32, word_embed_proj_dim=16))
     with pytest.raises(ConfigError, match=r"supported: .*gemma2.*llama.*sites\.py"):
         as_host(model)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_backward_per_read_out_gives_the_same_graph(kind, graphs, monkeypatch):
+    """The looped backward (long prompts) on every host equals the vmapped one (short prompts)."""
+    host_model, transcoders, vmapped = graphs("gemma2", torch.float64)[kind]
+    monkeypatch.setattr(engine, "VMAP_BELOW", 0)
+    looped = tc.attribute(host_model, transcoders, PROMPT, batch_size=64, progress=False)
+    _assert_same_graph(looped, vmapped, 1e-12)

@@ -139,7 +139,7 @@ def brute_force_rows_clt(model, clt, graph):
 
 @pytest.mark.parametrize(("family", "arch"), [("llama", "jumprelu_skip"), ("llama", "topk"),
                                               ("gpt2", "relu")])
-def test_every_clt_edge_matches_brute_force(family, arch):
+def test_every_clt_edge_matches_brute_force(family, arch, backward):
     model = tiny_model(family, seed=11)
     clt = tiny_clt(arch, seed=3, d_sae=12)
     graph = tc.attribute(model, clt, PROMPT, batch_size=16, progress=False)

@@ -56,8 +56,11 @@ def attribute(
             and the other active features fold into the error node at their layer and position
             (the graph stays exact; see docs/graphs.md). Default ``max(8 * max_feature_nodes,
             8192)``; it only matters when more features are active than that.
-        batch_size: targets read per backward pass (one forward pass; the backward passes are
-            vmapped over the batch).
+        batch_size: read-outs per backward pass on short prompts (one forward pass; the
+            backward pass is vmapped over them) while ``batch_size * positions**2 < 2**18``
+            (e.g. 32 read-outs under 91 tokens, 4 under 256). Beyond that each read-out gets
+            its own backward pass, which is faster there (docs/performance.md), and
+            ``batch_size`` only sets how many rows make a step of the ranking and progress bar.
         update_interval: under a node budget, batches of rows between influence re-rankings.
         progress: show a tqdm bar over the backward passes (not shown for remote runs).
         remote: nnsight models only: run the whole attribution (forward and backward passes)
@@ -138,14 +141,14 @@ def _attribute_job(
     pool = pool_size(feature_pool, budget) if budget < n_active else n_active
     reads = target_reads(vectors, int(tokens.numel()) - 1)
     weights = torch.tensor([t.weight for t in target_list], dtype=torch.float64)
-    target_passes = -(-len(target_list) // batch_size) * (2 if pool < n_active else 1)
-    bar = tqdm(total=target_passes + -(-budget // batch_size), desc="attribution passes",
-               disable=not progress, unit="pass")
+    target_batches = -(-len(target_list) // batch_size)
+    bar = tqdm(total=target_batches * (2 if pool < n_active else 1) + -(-budget // batch_size),
+               desc="attribution passes", disable=not progress, unit="pass")
     errors = None
     if pool < n_active:
         # Every active feature is a column of these target rows: one pass, writes built per layer.
         full = RowEngine(state, layout, transcoders, batch_size, keep_writes=False).rows(reads)
-        bar.update(-(-len(target_list) // batch_size))
+        bar.update(target_batches)
         keep = choose_pool(full, torch.arange(layout.target_offset, layout.n_nodes), weights,
                            n_active, pool)
         del full
@@ -153,7 +156,7 @@ def _attribute_job(
     engine = RowEngine(state, layout, transcoders, batch_size, errors=errors)
     n_feat = layout.n_features
     target_rows = engine.rows(reads)
-    bar.update(-(-len(target_list) // batch_size))
+    bar.update(target_batches)
     rows, computed = feature_rows(
         lambda ids, rows_of=engine.rows: rows_of(feature_reads(layout, transcoders, ids)),
         target_rows, torch.arange(layout.target_offset, layout.n_nodes), weights, n_feat,

@@ -2,10 +2,12 @@
 
 Row ``t`` holds the direct effects on node ``t``: ``A[t, s] = < v_s , d h_t / d y(site_s) >``
 where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writes at its site
-``y(site_s)``. Each backward pass reads up to ``batch`` targets at once: the forward pass holds one
-copy of the prompt and the backward pass is vmapped over the read-outs
-(``torch.autograd.grad(..., is_grads_batched=True)``). The gradients at the write sites are then
-contracted with every source's write vector.
+``y(site_s)``. The forward pass holds one copy of the prompt; rows come in chunks of up to ``batch``
+read-outs. For short prompts one backward pass is vmapped over the chunk
+(``torch.autograd.grad(..., is_grads_batched=True)``); for long ones (and large chunks) each
+read-out gets its own backward pass and is contracted before the next, because the vmapped pass
+copies every frozen attention pattern per read-out (``VMAP_BELOW``). The gradients at the write sites are contracted
+with every source's write vector.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from jaxtyping import Float, Int
 from ..replacement import ReplacementState
 from ..transcoders import TranscoderSet
 from .layout import NodeLayout
+
+#: A chunk of ``b`` read-outs over ``p`` positions gets one vmapped backward pass when
+#: ``b * p**2 < VMAP_BELOW``, else one pass per read-out: vmap copies each layer's frozen
+#: attention pattern (``heads x p x p``) once per read-out, which outgrows what batching saves.
+#: Measured on SmolLM2 (2 CPU cores, demo transcoders; benchmarks/backward.py), looped / vmapped
+#: time per row: chunks of 4: 0.98 at 384 positions, 0.63 at 512, 0.24 at 2,048; chunks of 32:
+#: 0.95 at 64 and 96, 0.54 at 128; chunks of 64: 0.65 at 64. Below the threshold vmap wins (up
+#: to 2.4x at 16 positions) or the two are within 5%.
+VMAP_BELOW = 2**18
 
 
 @dataclass
@@ -46,6 +57,7 @@ class RowEngine:
         if int(state.logits.shape[0]) != 1:
             raise ValueError("RowEngine vmaps its backward passes over one forward copy (batch 1)")
         self.batch = batch
+        self.vmapped = batch * layout.n_pos**2 < VMAP_BELOW
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
@@ -66,8 +78,9 @@ class RowEngine:
     def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
         """Adjacency rows for the read-outs, in chunks of at most ``batch``."""
         out = []
-        for lo in range(0, len(reads.pos), self.batch):
-            hi = min(lo + self.batch, len(reads.pos))
+        step = self.batch if self.vmapped else 1
+        for lo in range(0, len(reads.pos), step):
+            hi = min(lo + step, len(reads.pos))
             chunk = ReadOuts(reads.layer[lo:hi], reads.pos[lo:hi], reads.vectors[lo:hi])
             out.append(self._chunk_rows(chunk))
         if not out:
@@ -78,22 +91,7 @@ class RowEngine:
         state, layout = self.state, self.layout
         assert state.embed is not None and state.resid_final is not None
         n = len(reads.pos)
-        outputs, grad_outputs = [], []
-        for site in sorted({la for la in reads.layer}, key=lambda la: -1 if la is None else la):
-            tensor = state.resid_final if site is None else state.x_in[site]
-            inject = tensor.new_zeros(n, *tensor.shape[1:])
-            rows_here = [b for b, la in enumerate(reads.layer) if la == site]
-            pos_here = [reads.pos[b] for b in rows_here]
-            inject[rows_here, pos_here] = reads.vectors[rows_here].to(inject.dtype)
-            outputs.append(tensor)
-            grad_outputs.append(inject.unsqueeze(1))
-        inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
-        # One forward copy; the backward pass is vmapped over the read-outs.
-        grads = torch.autograd.grad(
-            outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True,
-            is_grads_batched=True,
-        )
-        grads = tuple(None if g is None else g[:, 0] for g in grads)
+        grads = self._gradients(reads)
         g_write = list(grads[:-1])
         g_embed = grads[-1]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
@@ -116,6 +114,31 @@ class RowEngine:
                 if g is not None:
                     rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
         return rows
+
+    def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
+        """Gradients of the read-outs at every write site and at the embeddings (None where no
+        read-out reaches): one backward pass, vmapped over the read-outs when there are several."""
+        state = self.state
+        assert state.embed is not None
+        inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
+        n = len(reads.pos)
+        outputs, grad_outputs = [], []
+        for site in sorted(set(reads.layer), key=lambda la: -1 if la is None else la):
+            tensor = state.resid_final if site is None else state.x_in[site]
+            assert tensor is not None
+            here = [b for b, la in enumerate(reads.layer) if la == site]
+            seed = tensor.new_zeros(n, *tensor.shape[1:])
+            seed[here, [reads.pos[b] for b in here]] = reads.vectors[here].to(seed.dtype)
+            outputs.append(tensor)
+            grad_outputs.append(seed)
+        if n == 1:  # the forward pass has batch 1: the seed is already shaped like the tensor read
+            return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                            allow_unused=True))
+        grads = torch.autograd.grad(
+            outputs, inputs, [g.unsqueeze(1) for g in grad_outputs], retain_graph=True,
+            allow_unused=True, is_grads_batched=True,
+        )
+        return [None if g is None else g[:, 0] for g in grads]
 
 
 @dataclass
