@@ -86,3 +86,24 @@ def test_chunked_edge_loops_match_the_dense_reference(monkeypatch, tiny_graph, t
         got = pruned.scores()
         want = ref.scores_dense(g, keep_features=kept)
         assert (got["replacement"], got["completeness"]) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 256])
+def test_influence_from_a_partial_row_block_matches_the_dense_series(chunk_rows):
+    """Attribution re-ranks features from the rows computed so far, read in chunks of rows (no
+    copy of the row block): the result is the series w (A' + A'^2 + ...) on the adjacency that
+    holds only those rows, whatever the chunking."""
+    from tl_circuits.graph.influence import influence_from_rows
+
+    graph = ref.random_graph(seed=5, n_layers=4, n_pos=5)
+    dense = graph.adjacency.to_dense()
+    w = ref.weights(graph)
+    computed = graph.rows_computed
+    part = computed[(computed % 3 != 0) | (graph.node_kind[computed] == 3)]  # targets and 2/3 of the rest
+    assert 3 < part.numel() < computed.numel()
+    partial = torch.zeros_like(dense)
+    partial[part] = dense[part]
+    want = ref.influence(ref.normalize(partial), w)
+    got = influence_from_rows(dense[part], part, w[part], chunk_rows=chunk_rows)
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)

@@ -17,19 +17,23 @@ def influence_from_rows(
     row_weights: Float[torch.Tensor, " n_rows"],
     *,
     max_steps: int = 1000,
+    chunk_rows: int = 256,
 ) -> Float[torch.Tensor, " n_nodes"]:
     """Influence on every node of the weight placed on the rows' nodes.
 
     ``rows[i]`` holds the incoming edges of node ``row_nodes[i]``; nodes without a row pass
     nothing further back. Only the given rows are touched, so this works on the partial
-    adjacency that exists while attribution is still choosing which rows to compute.
+    adjacency that exists while attribution is still choosing which rows to compute. The full
+    width is read in chunks of ``chunk_rows`` rows, so no copy of the row block is made.
     """
     # Propagation only ever passes through nodes that have rows, so iterate on the small
     # rows-by-rows block M = A'[:, row_nodes] and touch the full width once at the end:
     # sum_k x_k A' = (sum_k x_k) A', with x_{k+1} = x_k M.
-    a = rows.abs()
-    inv_sum = 1.0 / a.sum(dim=1).to(torch.float64).clamp(min=1e-30)
-    m = a[:, row_nodes].to(torch.float64) * inv_sum[:, None]
+    n = rows.shape[0]
+    spans = [(lo, min(lo + chunk_rows, n)) for lo in range(0, n, chunk_rows)]
+    sums = torch.cat([rows[lo:hi].abs().sum(dim=1) for lo, hi in spans]) if spans else rows.new_zeros(0)
+    inv_sum = 1.0 / sums.to(torch.float64).clamp(min=1e-30)
+    m = rows[:, row_nodes].abs().to(torch.float64) * inv_sum[:, None]
     x = row_weights.to(torch.float64)
     seen = torch.zeros_like(x)
     for _ in range(max_steps):
@@ -37,7 +41,11 @@ def influence_from_rows(
         x = x @ m
         if not bool(x.any()):
             break
-    return ((seen * inv_sum).to(a.dtype) @ a).to(torch.float64)
+    w = (seen * inv_sum).to(rows.dtype)
+    out = torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)
+    for lo, hi in spans:
+        out += (w[lo:hi] @ rows[lo:hi].abs()).to(torch.float64)
+    return out
 
 
 #: Entries handled at once by the edge-list loops (bounds their float64 transients to ~128 MB).
