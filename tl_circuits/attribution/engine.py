@@ -6,8 +6,8 @@ where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writ
 read-outs. For short prompts one backward pass is vmapped over the chunk
 (``torch.autograd.grad(..., is_grads_batched=True)``); for long ones (and large chunks) each
 read-out gets its own backward pass and is contracted before the next, because the vmapped pass
-copies every frozen attention pattern per read-out (``VMAP_BELOW``). The gradients at the write sites are contracted
-with every source's write vector.
+copies every frozen attention pattern per read-out (``VMAP_BELOW``). The gradients at the write
+sites are contracted with every source's write vector.
 """
 
 from __future__ import annotations
