@@ -13,7 +13,7 @@ from .graph import Graph, Node, TargetInfo
 from .graph_check import GraphCheck, check_graph
 from .interventions import Intervention, InterventionResult, generate, intervene
 from .training import evaluate_transcoders, train_transcoders
-from .transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
+from .transcoders import CrossLayerTranscoder, Transcoder, Transcoders, TranscoderSet, as_transcoders
 
 __all__ = [
     "ConfigError",
@@ -29,7 +29,9 @@ __all__ = [
     "TargetInfo",
     "Transcoder",
     "TranscoderSet",
+    "Transcoders",
     "__version__",
+    "as_transcoders",
     "attribute",
     "build_dashboards",
     "check_graph",

@@ -21,7 +21,7 @@ from jaxtyping import Float, Int
 from .errors import ConfigError
 from .hosts import as_host
 from .hosts.base import HookFn, Host
-from .transcoders import TranscoderSet
+from .transcoders import Transcoders, as_transcoders
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def generate(
 
 
 def resolve(
-    items: Iterable[Any], host: Host, transcoders: TranscoderSet, n_pos: int, *,
+    items: Iterable[Any], host: Host, transcoders: Transcoders, n_pos: int, *,
     graph: Any = None, allow_none: bool = False,
 ) -> list[Intervention]:
     """Turn user items into checked :class:`Intervention` s (positions made non-negative)."""
@@ -216,7 +216,7 @@ def _supernode(graph: Any, name: Any, value: Any, mode: Any) -> list[Interventio
     return [_from_node(nodes[i], value, mode) for i in graph.supernodes[name]]
 
 
-def _check(e: Intervention, host: Host, transcoders: TranscoderSet, n_pos: int, allow_none: bool) -> Intervention:
+def _check(e: Intervention, host: Host, transcoders: Transcoders, n_pos: int, allow_none: bool) -> Intervention:
     if e.layer not in transcoders.layers:
         raise ConfigError(
             f"no transcoder at layer {e.layer} (in {e}): features exist at layers {transcoders.layers}"
@@ -233,7 +233,7 @@ def _check(e: Intervention, host: Host, transcoders: TranscoderSet, n_pos: int, 
     return Intervention(e.layer, e.position % n_pos, e.feature, float(e.value), e.mode)
 
 
-def clean_run(host: Host, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"]) -> _Clean:
+def clean_run(host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"]) -> _Clean:
     """One plain forward pass, recording what the intervened run holds fixed."""
     clean = _Clean({}, {}, {}, {}, {})
     hooks: list[tuple[str, HookFn]] = [(n, _store(clean.frozen, n)) for n in host.freeze_hook_names()]
@@ -249,7 +249,7 @@ def clean_run(host: Host, transcoders: TranscoderSet, tokens: Int[torch.Tensor, 
 
 
 def run_batch(
-    host: Host, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"],
+    host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"],
     edits: list[list[Intervention]], constrained: set[int], freeze_attention: bool,
     clean: _Clean | None = None,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
@@ -311,12 +311,11 @@ def _replace(value: torch.Tensor) -> HookFn:
     return hook
 
 
-def _prepare(model: Any, transcoders: Any) -> tuple[Host, TranscoderSet]:
+def _prepare(model: Any, transcoders: Any) -> tuple[Host, Transcoders]:
     from .replacement import check_compatible
 
     host = as_host(model)
-    if not isinstance(transcoders, TranscoderSet):
-        transcoders = TranscoderSet(transcoders)
+    transcoders = as_transcoders(transcoders)
     check_compatible(host, transcoders)
     return host, transcoders.to(device=host.device, dtype=host.dtype)
 

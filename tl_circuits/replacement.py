@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from .errors import ConfigError
 from .hosts.base import HookFn, Host
 from .hosts.base import freeze as freeze_hook
-from .transcoders import TranscoderSet
+from .transcoders import Transcoders
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ReplacementState:
     mlp_out: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
 
 
-def check_compatible(host: Host, transcoders: TranscoderSet) -> None:
+def check_compatible(host: Host, transcoders: Transcoders) -> None:
     """Raise ConfigError if the transcoders cannot be spliced into the host's model."""
     for layer in transcoders.layers:
         if not 0 <= layer < host.n_layers:
@@ -77,7 +77,7 @@ def check_compatible(host: Host, transcoders: TranscoderSet) -> None:
 @contextlib.contextmanager
 def replacement_hooks(
     host: Host,
-    transcoders: TranscoderSet,
+    transcoders: Transcoders,
     state: ReplacementState,
     *,
     freeze: bool = True,
@@ -114,7 +114,7 @@ def replacement_hooks(
 
 def run_replacement(
     host: Host,
-    transcoders: TranscoderSet,
+    transcoders: Transcoders,
     tokens: Int[torch.Tensor, " pos"],
     *,
     batch: int = 1,
@@ -134,7 +134,7 @@ def _record_input(state: ReplacementState, layer: int) -> HookFn:
     return hook
 
 
-def _splice_output(state: ReplacementState, transcoders: TranscoderSet, layer: int) -> HookFn:
+def _splice_output(state: ReplacementState, transcoders: Transcoders, layer: int) -> HookFn:
     def hook(y: torch.Tensor) -> torch.Tensor:
         clean = y.detach()
         state.mlp_out[layer] = clean[0]

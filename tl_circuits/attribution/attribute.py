@@ -15,7 +15,7 @@ from ..graph import Graph, TargetInfo
 from ..hosts import as_host
 from ..hosts.base import Host
 from ..replacement import check_compatible, run_replacement
-from ..transcoders import TranscoderSet
+from ..transcoders import Transcoders, as_transcoders
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
 from .pool import choose_pool, fold_features, pool_size
@@ -42,8 +42,10 @@ def attribute(
 
     Args:
         model: a ``HookedTransformer`` (or any object a host adapts).
-        transcoders: a :class:`TranscoderSet` (or a list of transcoders to make one). Layers it
-            does not cover become one error node per position.
+        transcoders: any :class:`~tl_circuits.transcoders.Transcoders` (a ``TranscoderSet``, a
+            ``CrossLayerTranscoder``, a loaded release), or a list of per-layer transcoders.
+            They are never changed (cast copies are used). Layers they do not cover become one
+            error node per position.
         prompt: a string (BOS added only if the tokenizer adds one), or token ids used as given.
         targets: None for the most likely next tokens (until their probabilities reach
             ``desired_logit_prob``, at most ``max_n_logits``), or a list of token ids,
@@ -72,8 +74,7 @@ def attribute(
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
     """
     host = as_host(model)
-    if not isinstance(transcoders, TranscoderSet):
-        transcoders = TranscoderSet(transcoders)
+    transcoders = as_transcoders(transcoders)
     check_compatible(host, transcoders)
     transcoders = transcoders.to(device=host.device, dtype=host.dtype)
     if feature_pool is not None and feature_pool < 1:
@@ -120,7 +121,7 @@ def attribute(
 
 
 def _attribute_job(
-    host: Host, *, transcoders: TranscoderSet, tokens: Int[torch.Tensor, " pos"], has_bos: bool,
+    host: Host, *, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"], has_bos: bool,
     targets: Sequence[TargetSpec] | None, max_n_logits: int, desired_logit_prob: float,
     max_feature_nodes: int | None, feature_pool: int | None, batch_size: int, update_interval: int,
     progress: bool,

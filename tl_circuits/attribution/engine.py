@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..replacement import ReplacementState
-from ..transcoders import TranscoderSet
+from ..transcoders import Transcoders
 from .layout import NodeLayout
 
 #: A chunk of ``b`` read-outs over ``p`` positions gets one vmapped backward pass when
@@ -44,7 +44,7 @@ class ReadOuts:
 class RowEngine:
     """Computes adjacency rows for read-outs, reusing one replacement forward pass."""
 
-    def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: TranscoderSet,
+    def __init__(self, state: ReplacementState, layout: NodeLayout, transcoders: Transcoders,
                  batch: int, *, errors: dict[int, torch.Tensor] | None = None,
                  keep_writes: bool = True):
         """``errors``: the error nodes' vectors per layer (default: the state's; a feature pool
@@ -185,7 +185,7 @@ def target_reads(
 
 
 def feature_reads(
-    layout: NodeLayout, transcoders: TranscoderSet, feature_ids: Int[torch.Tensor, " n"]
+    layout: NodeLayout, transcoders: Transcoders, feature_ids: Int[torch.Tensor, " n"]
 ) -> ReadOuts:
     """Read-outs of feature nodes: encoder rows on the transcoder input (no bias)."""
     layers = layout.feat_layer[feature_ids].tolist()

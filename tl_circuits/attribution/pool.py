@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..graph.influence import influence_from_rows
-from ..transcoders import TranscoderSet
+from ..transcoders import Transcoders
 from .layout import NodeLayout
 
 #: Features decoded at once while folding (bounds the transient ``chunk x d_model`` block).
@@ -46,7 +46,7 @@ def choose_pool(
 
 def fold_features(
     layout: NodeLayout,
-    transcoders: TranscoderSet,
+    transcoders: Transcoders,
     errors: dict[int, Float[torch.Tensor, "pos d_model"]],
     keep: Int[torch.Tensor, " k"],
 ) -> tuple[NodeLayout, dict[int, Float[torch.Tensor, "pos d_model"]]]:

@@ -18,11 +18,11 @@ import torch
 from jaxtyping import Int
 
 from tl_circuits.errors import ConfigError
-from tl_circuits.transcoders import TranscoderSet
+from tl_circuits.transcoders import Transcoders, as_transcoders
 
 
 def layer_metrics(
-    model: Any, transcoders: TranscoderSet, contexts: Int[torch.Tensor, "n pos"],
+    model: Any, transcoders: Transcoders, contexts: Int[torch.Tensor, "n pos"],
     *, skip_first: bool = False, batch: int = 8,
 ) -> dict[str, list[float]]:
     """Per-layer ``fvu``, ``l0`` and ``dead`` (lists indexed by position in ``transcoders.layers``
@@ -85,8 +85,7 @@ def evaluate_transcoders(
     from tl_circuits.training.corpus import tokenize_contexts
     from tl_circuits.training.train import _bos_to_prepend
 
-    if not isinstance(transcoders, TranscoderSet):
-        transcoders = TranscoderSet(transcoders)
+    transcoders = as_transcoders(transcoders)
     missing = [h for la in transcoders.layers for h in (transcoders.hook_in(la), transcoders.hook_out(la))
                if h not in model.hook_dict]
     if missing:
@@ -124,7 +123,7 @@ def evaluate_transcoders(
     return result
 
 
-def replacement_logits(model: Any, transcoders: TranscoderSet, tokens: Int[torch.Tensor, "b pos"]) -> torch.Tensor:
+def replacement_logits(model: Any, transcoders: Transcoders, tokens: Int[torch.Tensor, "b pos"]) -> torch.Tensor:
     """Logits of the model with covered MLP outputs replaced by reconstructions from live inputs."""
     xs: dict[int, torch.Tensor] = {}
     acts: dict[int, torch.Tensor] = {}

@@ -1,8 +1,9 @@
-"""Per-layer transcoders in SAELens format, cross-layer transcoders in circuit-tracer format, and
-the TranscoderSet protocol the attribution core reads."""
+"""Transcoders: the protocol every set implements (:mod:`.protocol`), per-layer sets in SAELens
+format, cross-layer transcoders in circuit-tracer format."""
 
 from tl_circuits.transcoders.cross_layer import CrossLayerTranscoder
 from tl_circuits.transcoders.per_layer import Transcoder
+from tl_circuits.transcoders.protocol import Transcoders, as_transcoders
 from tl_circuits.transcoders.transcoder_set import TranscoderSet
 
-__all__ = ["CrossLayerTranscoder", "Transcoder", "TranscoderSet"]
+__all__ = ["CrossLayerTranscoder", "Transcoder", "TranscoderSet", "Transcoders", "as_transcoders"]

@@ -264,6 +264,19 @@ class CrossLayerTranscoder(TranscoderSet):
     def W_enc(self, layer: int) -> Float[torch.Tensor, "d_in d_sae"]:
         return self._W_enc[layer]
 
+    def encoder_rows(self, layer: int, feature_idx: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, "n d_in"]:
+        """Encoder directions of features ``feature_idx`` of ``layer``."""
+        W = self._W_enc[layer]
+        return W[:, feature_idx.to(W.device)].T
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._W_enc[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._W_enc[0].device
+
     def W_dec(self, layer: int) -> Float[torch.Tensor, "d_sae n_out d_out"]:
         """Decoder of ``layer``'s features: ``[:, j]`` writes layer ``layer + j``."""
         return self._W_dec[layer]

@@ -173,6 +173,19 @@ class TranscoderSet:
     def W_enc(self, layer: int) -> Float[torch.Tensor, "d_in d_sae"]:
         return self[layer].W_enc
 
+    def encoder_rows(self, layer: int, feature_idx: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, "n d_in"]:
+        """Encoder directions of features ``feature_idx`` of ``layer``."""
+        W = self[layer].W_enc
+        return W[:, feature_idx.to(W.device)].T
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self._by_layer.values())).W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self._by_layer.values())).W_enc.device
+
     def decoder_vectors(
         self, layer: int, feature_idx: Int[torch.Tensor, " n"]
     ) -> dict[int, Float[torch.Tensor, "n d_out"]]:
