@@ -84,7 +84,7 @@ def benchmark_transcoders(model: Any, use_demo: bool) -> tuple[Any, str]:
     TopK transcoders (d_sae 4096, k 32), the reproducible default."""
     if use_demo:
         from tl_circuits import TranscoderSet
-        from tl_circuits.demo import demo_dir
+        from tl_circuits.loading import demo_dir
 
         try:
             return TranscoderSet.load(demo_dir()), f"demo transcoders from {demo_dir()}"

@@ -7,15 +7,8 @@ seconds when none is cached; its graphs are mostly error nodes, so read the path
 from __future__ import annotations
 
 import tl_circuits as tc
-from tl_circuits.demo import (
-    MAX_FEATURE_NODES,
-    example_args,
-    load_demo,
-    path_in_words,
-    say,
-    strongest_token_path,
-    summarize,
-)
+from tl_circuits.demo import MAX_FEATURE_NODES, example_args, load_demo, say
+from tl_circuits.graph.describe import path_in_words, strongest_token_path, summarize
 
 PROMPT = "The capital of France is"
 

@@ -9,16 +9,8 @@ from __future__ import annotations
 import torch
 
 import tl_circuits as tc
-from tl_circuits.demo import (
-    MAX_FEATURE_NODES,
-    describe_node,
-    example_args,
-    load_demo,
-    path_in_words,
-    say,
-    strongest_token_path,
-    summarize,
-)
+from tl_circuits.demo import MAX_FEATURE_NODES, example_args, load_demo, say
+from tl_circuits.graph.describe import describe_node, path_in_words, strongest_token_path, summarize
 
 PROMPT = "The capital of France is"
 PAIR = (" Paris", " London")

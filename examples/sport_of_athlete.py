@@ -8,16 +8,8 @@ Run: ``python examples/sport_of_athlete.py [--budget small]``.
 from __future__ import annotations
 
 import tl_circuits as tc
-from tl_circuits.demo import (
-    MAX_FEATURE_NODES,
-    example_args,
-    load_demo,
-    path_in_words,
-    say,
-    summarize,
-    token_node,
-    word_position,
-)
+from tl_circuits.demo import MAX_FEATURE_NODES, example_args, load_demo, say
+from tl_circuits.graph.describe import path_in_words, summarize, token_node, word_position
 
 PROMPT = "Fact: Roger Federer is famous for playing the sport of"
 

@@ -13,16 +13,8 @@ from __future__ import annotations
 import torch
 
 import tl_circuits as tc
-from tl_circuits.demo import (
-    MAX_FEATURE_NODES,
-    example_args,
-    load_demo,
-    path_in_words,
-    say,
-    summarize,
-    token_node,
-    word_position,
-)
+from tl_circuits.demo import MAX_FEATURE_NODES, example_args, load_demo, say
+from tl_circuits.graph.describe import path_in_words, summarize, token_node, word_position
 
 DALLAS = "Fact: the capital of the state containing Dallas is"
 EIFFEL = "Fact: the capital of the country where the Eiffel Tower is located is"

@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
 
 def load_tiny(root):
     """The saved model as the CLI loads it (an HFHost), and the transcoders."""
-    from tl_circuits.demo import model_loader
+    from tl_circuits.loading import model_loader
 
     return model_loader(str(root / "model"))(), tc.TranscoderSet.load(root / "tc")
 

@@ -13,7 +13,13 @@ from .graph import Graph, Node, TargetInfo
 from .graph_check import GraphCheck, check_graph
 from .interventions import Intervention, InterventionResult, generate, intervene
 from .training import evaluate_transcoders, train_transcoders
-from .transcoders import CrossLayerTranscoder, Transcoder, Transcoders, TranscoderSet, as_transcoders
+from .transcoders import (
+    CrossLayerTranscoder,
+    Transcoder,
+    Transcoders,
+    TranscoderSet,
+    as_transcoders,
+)
 
 __all__ = [
     "ConfigError",

