@@ -151,12 +151,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from tl_circuits.viewer.__main__ import _export
+    from tl_circuits.viewer.publish import export_file
 
     _existing(args.graph, "graph file")
     if args.dashboards:
         _existing(args.dashboards, "dashboards folder")
-    _export(args)
+    export_file(args.graph, args.out, dashboards=args.dashboards,
+                node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
     _say(f"wrote {args.out}")
     return 0
 

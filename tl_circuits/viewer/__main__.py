@@ -37,38 +37,15 @@ def main(argv: list[str] | None = None) -> int:
             serve(args.graph, dashboards=args.dashboards, host=args.host, port=args.port,
                   annotations_path=args.annotations)
         else:
-            _export(args)
+            from .publish import export_file
+
+            export_file(args.graph, args.out, dashboards=args.dashboards,
+                        node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
     except TLCircuitsError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
     return 0
 
-
-def _export(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .annotations import apply_annotations, read_annotations, sidecar_path
-    from .export import export_graph
-    from .server import load_graph_json
-
-    if not args.out.endswith(".html"):
-        export_graph(args.graph, args.out, dashboards=args.dashboards, node_threshold=args.node_threshold,
-                     edge_threshold=args.edge_threshold, annotations=read_annotations(sidecar_path(args.graph)))
-        return
-    from ..dashboards import Dashboards
-    from .standalone import export_html
-
-    ann = read_annotations(sidecar_path(args.graph))
-    data = apply_annotations(load_graph_json(args.graph, node_threshold=args.node_threshold,
-                                             edge_threshold=args.edge_threshold, slug=Path(args.graph).stem), ann)
-    features = {}
-    if args.dashboards:
-        dash = Dashboards.open(args.dashboards)
-        for n in data["nodes"]:
-            ix = n.get("feature_index")
-            if ix is not None and dash.has(int(n["layer"]), ix):
-                features[f"{n['layer']}_{ix}"] = dash.feature(int(n["layer"]), ix)
-    export_html(data, args.out, annotations=ann, features=features)
 
 
 if __name__ == "__main__":

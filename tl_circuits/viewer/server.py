@@ -17,35 +17,13 @@ from typing import Any
 from .._atomic import atomic_path
 from ..errors import ConfigError, FileFormatError
 from .annotations import EMPTY_ANNOTATIONS, apply_annotations, read_annotations, sidecar_path
-from .export import graph_to_json, validate
+from .export import validate
+from .publish import load_graph_json
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_SAVE_BYTES = 10 * 1024 * 1024
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
-
-
-def load_graph_json(graph: Any, **export_kw: Any) -> dict[str, Any]:
-    """The viewer JSON of a Graph, a saved graph file, or an already exported ``.json``."""
-    if isinstance(graph, str | os.PathLike):
-        path = Path(graph)
-        if not path.is_file():
-            raise FileFormatError(f"no graph at {path}: pass a graph file saved with Graph.save or "
-                                  "a JSON written by tl_circuits.viewer.export_graph")
-        if path.suffix == ".json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise FileFormatError(f"{path} is not valid JSON ({e}); re-export the graph.") from e
-            validate(data, "graph")
-            return data
-        from ..graph import Graph
-
-        graph = Graph.load(path)
-    data = graph_to_json(graph, **export_kw)
-    validate(data, "graph")
-    return data
 
 
 
