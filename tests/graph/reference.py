@@ -1,12 +1,15 @@
 """Dense reference implementations, written from circuit-tracer's definitions (circuit_tracer/graph.py:
 compute_node_influence, compute_edge_influence, prune_graph, compute_graph_scores), plus random
-layered graphs to run them on."""
+layered graphs to run them on, and the same graph with its nodes in another order."""
 
 from __future__ import annotations
 
 import torch
 
 from tl_circuits import Graph, TargetInfo
+from tl_circuits.graph import NodeKind
+from tl_circuits.graph.influence import coalesced
+from tl_circuits.graph.nodes import feature_rank
 
 
 def normalize(a):
@@ -114,4 +117,29 @@ def random_graph(seed, n_layers=3, n_pos=4, per_cell=3, density=0.5):
         tokens=list(range(n_pos)), str_tokens=[f"w{i}" for i in range(n_pos)],
         settings={"n_layers": n_layers},
         rows_computed=torch.tensor([i for i, k in enumerate(kind) if k in (0, 3)]),
+    )
+
+
+def permuted(g: Graph, order: torch.Tensor) -> Graph:
+    """``g`` with node ``order[i]`` moved to position ``i``; activations follow their features.
+    Targets keep their relative order, so target numbers (and Node records) stay the same."""
+    order = torch.as_tensor(order).long()
+    is_target = g.node_kind[order] == NodeKind.TARGET
+    order = order.clone()
+    order[is_target] = order[is_target].sort().values
+    n = g.n_nodes
+    new_id = torch.empty(n, dtype=torch.long)
+    new_id[order] = torch.arange(n)
+    adj = coalesced(g.adjacency)
+    rows, cols = adj.indices()
+    kind = g.node_kind[order]
+    return Graph.from_tables(
+        kind=kind, layer=g.node_layer[order], position=g.node_position[order], index=g.node_index[order],
+        adjacency=torch.sparse_coo_tensor(torch.stack([new_id[rows], new_id[cols]]), adj.values(), (n, n),
+                                          check_invariants=True).coalesce(),
+        activations=g.activations[feature_rank(g.node_kind)[order[kind == NodeKind.FEATURE]]],
+        targets=list(g.targets), target_vectors=g.target_vectors, prompt=g.prompt, tokens=list(g.tokens),
+        str_tokens=list(g.str_tokens), settings=dict(g.settings),
+        rows_computed=new_id[g.rows_computed.long()].sort().values,
+        supernodes={k: sorted(int(new_id[m]) for m in v) for k, v in g.supernodes.items()},
     )

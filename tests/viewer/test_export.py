@@ -1,4 +1,5 @@
-"""Neuronpedia-style export: schema, node-id conventions, edge weights, pruning, feature files."""
+"""Neuronpedia-style export: schema, node-id conventions, edge weights, pruning (the graph's own,
+once), feature files."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 import re
 
 import pytest
+import torch
 
+from tests.graph.reference import permuted
 from tl_circuits.errors import ConfigError, FileFormatError
+from tl_circuits.graph import NodeKind
 from tl_circuits.viewer import export_graph, graph_to_json, validate
 from tl_circuits.viewer.__main__ import main
 from tl_circuits.viewer.export import cantor, node_scores
@@ -79,7 +83,8 @@ def test_pruning_is_monotone_and_cumulative(graph):
     assert counts == sorted(counts) and counts[0] < counts[-1]
     e_counts = [len(graph_to_json(graph, node_threshold=1.0, edge_threshold=t)["links"]) for t in (0.5, 0.9, 1.0)]
     assert e_counts == sorted(e_counts) and e_counts[0] < e_counts[-1]
-    scores = node_scores(graph)
+    with pytest.deprecated_call(match="use graph.influence"):
+        scores = node_scores(graph)
     targets = graph.indices("target")
     assert float(scores[targets].sum()) == pytest.approx(float(graph.target_weights().sum()))
     with pytest.raises(ConfigError, match="node_threshold must be in"):
@@ -119,3 +124,88 @@ def test_cli_export_json_and_html(graph_file, dashboards, tmp_path):
     html = (tmp_path / "g.html").read_text()
     assert 'id="tlc-data"' in html and "d3js.org v7" in html and "/static/" not in html
     assert main(["export", str(tmp_path / "missing.tlc"), str(tmp_path / "x.json")]) == 2
+
+
+def _links(data):
+    return {(lk["source"], lk["target"]): lk["weight"] for lk in data["links"]}
+
+
+def test_json_of_a_graph_is_the_json_of_its_pruned_graph(graph):
+    for nt, et in ((0.8, 0.98), (0.5, 0.9), (1.0, 1.0)):
+        pruned = graph.prune(nt, et)
+        data = graph_to_json(graph, node_threshold=nt, edge_threshold=et)
+        assert data == graph_to_json(pruned, node_threshold=nt, edge_threshold=et)
+        assert len(data["nodes"]) == pruned.n_nodes
+        assert len(data["links"]) == int((pruned.adjacency.to_dense() != 0).sum())
+        assert (data["metadata"]["node_threshold"], data["metadata"]["edge_threshold"]) == (nt, et)
+
+
+def test_exporting_a_pruned_graph_keeps_exactly_its_nodes_and_edges(graph, tmp_path):
+    pruned = graph.prune(0.5, 0.9)
+    data = graph_to_json(pruned)  # the default thresholds (0.8, 0.98) do not prune it again
+    assert data == graph_to_json(pruned, node_threshold=0.3, edge_threshold=0.5)
+    assert (data["metadata"]["node_threshold"], data["metadata"]["edge_threshold"]) == (0.5, 0.9)
+    ids = [n["node_id"] for n in data["nodes"]]
+    assert len(ids) == len(set(ids)) == pruned.n_nodes
+    assert [n["feature_type"] for n in data["nodes"]] == [
+        ("cross layer transcoder", "mlp reconstruction error", "embedding", "logit")[k]
+        for k in pruned.node_kind.tolist()]
+    dense = pruned.adjacency.to_dense()
+    want = {(ids[c], ids[r]): float(dense[r, c]) for r, c in (dense != 0).nonzero().tolist()}
+    assert _links(data) == want
+    acts = [n["activation"] for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert acts == pytest.approx(pruned.activations.tolist())
+    # the command line (tl-circuits export / python -m tl_circuits.viewer export) on a pruned file
+    pruned.save(tmp_path / "pruned.tlc")
+    assert main(["export", str(tmp_path / "pruned.tlc"), str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps({**data, "metadata": {
+        **data["metadata"], "slug": "p"}}))
+
+
+def test_influence_is_the_cumulative_share_on_the_threshold_scale(graph):
+    pruned = graph.prune(0.8, 0.98)
+    data = graph_to_json(pruned)
+    influence = pruned.influence()
+    inner = [i for i, k in enumerate(pruned.node_kind.tolist()) if k in (NodeKind.FEATURE, NodeKind.ERROR)]
+    order = sorted(inner, key=lambda i: -float(influence[i]))
+    total = float(influence[inner].sum())
+    want, running = {}, 0.0
+    for i in order:
+        running += float(influence[i])
+        want[i] = 0.8 * running / total
+    got = {i: n["influence"] for i, n in enumerate(data["nodes"])}
+    assert [got[i] for i in inner] == pytest.approx([want[i] for i in inner], rel=1e-9)
+    assert max(got[i] for i in inner) == pytest.approx(0.8)  # the viewer's slider at 0.8 shows all
+    for i in pruned.indices("token").tolist():
+        assert got[i] == 0.0
+    for t, i in enumerate(pruned.indices("target").tolist()):
+        assert got[i] == pruned.targets[t].weight
+
+
+def test_max_feature_nodes_keeps_the_most_influential_features(graph):
+    full = graph_to_json(graph, node_threshold=1.0, edge_threshold=1.0)
+    data = graph_to_json(graph, node_threshold=1.0, edge_threshold=1.0, max_feature_nodes=5)
+    pruned = graph.prune(1.0, 1.0)
+    feats = pruned.indices("feature")
+    top = feats[pruned.influence()[feats].argsort(descending=True)[:5]]
+    top_ids = {f"{n.layer}_{n.index}_{n.position}" for n in (pruned.nodes[i] for i in top.tolist())}
+    assert {n["node_id"] for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"} == top_ids
+    others = [n["node_id"] for n in full["nodes"] if n["feature_type"] != "cross layer transcoder"]
+    assert [n["node_id"] for n in data["nodes"] if n["feature_type"] != "cross layer transcoder"] == others
+    assert set(_links(data)) <= set(_links(full)) and len(data["links"]) < len(full["links"])
+    with pytest.raises(ConfigError, match="max_feature_nodes must be 0 or more"):
+        graph_to_json(graph, max_feature_nodes=-1)
+
+
+def test_export_does_not_depend_on_node_order(graph):
+    gen = torch.Generator().manual_seed(0)
+    shuffled = permuted(graph, torch.randperm(graph.n_nodes, generator=gen))
+    assert bool((shuffled.node_kind[1:] < shuffled.node_kind[:-1]).any())  # not in the usual order
+    for nt, et in ((0.8, 0.98), (1.0, 1.0)):
+        a = graph_to_json(graph, node_threshold=nt, edge_threshold=et)
+        b = graph_to_json(shuffled, node_threshold=nt, edge_threshold=et)
+        by_id = {n["node_id"]: n for n in b["nodes"]}
+        assert len(by_id) == len(a["nodes"])
+        for n in a["nodes"]:
+            assert by_id[n["node_id"]] == {**n, "influence": pytest.approx(n["influence"], rel=1e-9)}
+        assert _links(b) == _links(a)

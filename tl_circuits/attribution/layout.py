@@ -1,6 +1,7 @@
 """Node layout of a graph: which nodes exist and where each sits in the adjacency order.
 
-Order: features (layer, position, index) | errors (layer, position) | tokens (position) | targets.
+Order (the node schema, :mod:`tl_circuits.graph.nodes`): features (layer, position, index) |
+errors (layer, position) | tokens (position) | targets.
 The BOS position (when the prompt starts with one) carries no feature or error node: its residual
 stream is the same for every prompt (it attends only to itself) and models use it as an attention
 sink, so its features would dominate every graph while saying nothing about the prompt. What the
@@ -14,10 +15,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
+from ..graph.nodes import NodeKind
 from ..replacement import ReplacementState
-
-FEATURE, ERROR, TOKEN, TARGET = 0, 1, 2, 3
-KIND_NAMES = ("feature", "error", "token", "target")
 
 
 @dataclass
@@ -88,10 +87,9 @@ class NodeLayout:
         n_layers = self.n_layers
         pos = torch.arange(self.n_pos)
         kind = torch.cat([
-            torch.full((self.n_features,), FEATURE),
-            torch.full((self.n_errors,), ERROR),
-            torch.full((self.n_pos,), TOKEN),
-            torch.full((self.n_targets,), TARGET),
+            torch.full((n,), int(k), dtype=torch.int8)
+            for n, k in ((self.n_features, NodeKind.FEATURE), (self.n_errors, NodeKind.ERROR),
+                         (self.n_pos, NodeKind.TOKEN), (self.n_targets, NodeKind.TARGET))
         ])
         layer = torch.cat([
             self.feat_layer, self.err_layer, torch.full((self.n_pos,), -1),
@@ -104,7 +102,7 @@ class NodeLayout:
             self.feat_idx, torch.full((self.n_errors,), -1), self.tokens.cpu(),
             torch.arange(self.n_targets),
         ])
-        return {"kind": kind.to(torch.int8), "layer": layer.long(), "position": position.long(),
+        return {"kind": kind, "layer": layer.long(), "position": position.long(),
                 "index": index.long()}
 
 

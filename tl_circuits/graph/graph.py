@@ -1,8 +1,9 @@
 """``Graph``: the nodes and sparse adjacency of one prompt's attribution graph.
 
 Nodes come in a fixed order, features (layer, position, index) | errors (layer, position) |
-tokens (position) | targets, and ``adjacency[t, s]`` is the direct effect of source ``s`` on
-target ``t`` (rows = targets of edges, columns = sources).
+tokens (position) | targets (the node schema and its contract: :mod:`tl_circuits.graph.nodes`),
+and ``adjacency[t, s]`` is the direct effect of source ``s`` on target ``t`` (rows = targets of
+edges, columns = sources).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
-KIND_NAMES = ("feature", "error", "token", "target")
+from .nodes import KIND_NAMES, NodeKind, kind_mask
+
+__all__ = ["KIND_NAMES", "Graph", "Node", "NodeKind", "TargetInfo"]
 
 
 class Node(NamedTuple):
-    """One node. ``index``: feature id, token id (token nodes), target number (targets), or -1.
-    ``layer``: -1 for tokens, n_layers for targets."""
+    """One node. ``kind``: its :class:`NodeKind`'s label (``"feature"``, ...). ``index``: feature
+    id, token id (token nodes), target number (targets), or -1. ``layer``: -1 for tokens,
+    n_layers for targets."""
 
     kind: str
     layer: int
@@ -44,8 +48,10 @@ class Graph:
     Example:
         >>> import torch
         >>> from tl_circuits import Graph, TargetInfo
+        >>> from tl_circuits.graph import NodeKind
         >>> g = Graph.from_tables(
-        ...     kind=torch.tensor([2, 3], dtype=torch.int8), layer=torch.tensor([-1, 1]),
+        ...     kind=torch.tensor([NodeKind.TOKEN, NodeKind.TARGET], dtype=torch.int8),
+        ...     layer=torch.tensor([-1, 1]),
         ...     position=torch.tensor([0, 0]), index=torch.tensor([7, 0]),
         ...     adjacency=torch.tensor([[0.0, 0.0], [2.5, 0.0]]).to_sparse(),
         ...     activations=torch.zeros(0), targets=[TargetInfo("x", "logit", (7,), 1.0, 1.0)],
@@ -83,7 +89,7 @@ class Graph:
 
     @property
     def n_features(self) -> int:
-        return int((self.node_kind == 0).sum())
+        return int(kind_mask(self.node_kind, NodeKind.FEATURE).sum())
 
     @property
     def nodes(self) -> list[Node]:
@@ -96,27 +102,30 @@ class Graph:
             )
         ]
 
-    def indices(self, kind: str) -> Int[torch.Tensor, " n"]:
-        """Adjacency indices of every node of one kind ('feature', 'error', 'token', 'target')."""
-        return (self.node_kind == KIND_NAMES.index(kind)).nonzero().flatten()
+    def indices(self, kind: NodeKind | str) -> Int[torch.Tensor, " n"]:
+        """Adjacency indices of every node of one kind: a :class:`NodeKind` or its name
+        ('feature', 'error', 'token', 'target'); ConfigError for other names."""
+        return kind_mask(self.node_kind, kind).nonzero().flatten()
 
-    def node_index_of(self, kind: str, layer: int, position: int, index: int = -1) -> int:
-        """The adjacency index of a node, or KeyError naming it."""
+    def node_index_of(self, kind: NodeKind | str, layer: int, position: int, index: int = -1) -> int:
+        """The adjacency index of a node (``kind``: a :class:`NodeKind` or its name), or KeyError
+        naming it."""
+        kind = NodeKind.parse(kind)
         match = (
-            (self.node_kind == KIND_NAMES.index(kind)) & (self.node_layer == layer)
+            kind_mask(self.node_kind, kind) & (self.node_layer == layer)
             & (self.node_position == position) & (self.node_index == index)
         ).nonzero()
         if match.numel() == 0:
-            raise KeyError(f"no {kind} node at layer {layer}, position {position}, index {index}")
+            raise KeyError(f"no {kind.label} node at layer {layer}, position {position}, index {index}")
         return int(match[0, 0])
 
     def target_weights(self) -> Float[torch.Tensor, " n_targets"]:
         return torch.tensor([t.weight for t in self.targets], dtype=torch.float64)
 
-    # ---- analysis (graph/prune.py, scores.py, queries.py, plot.py) ----------------------------
+    # ---- analysis (graph/influence.py, prune.py, restrict.py, scores.py, queries.py, plot.py) --
     def influence(self) -> Float[torch.Tensor, " n_nodes"]:
         """Influence of every node on the targets: ``w (A' + A'^2 + ...)``, A' = row-normalised |A|."""
-        from .prune import node_influence
+        from .influence import node_influence
 
         return node_influence(self)
 
@@ -131,6 +140,23 @@ class Graph:
     def is_pruned(self) -> bool:
         return "pruning" in self.settings
 
+    def restrict(
+        self,
+        keep: Int[torch.Tensor, " k"] | Bool[torch.Tensor, " n_nodes"],
+        *,
+        entry_mask: Bool[torch.Tensor, " nnz"] | None = None,
+        settings_update: dict[str, Any] | None = None,
+    ) -> Graph:
+        """A new graph with the nodes ``keep`` (ids or a bool mask) and the edges among them, in
+        any node order (see :func:`tl_circuits.graph.restrict.restrict`).
+
+        Example:
+            >>> sub = graph.restrict(graph.indices("token"))  # doctest: +SKIP
+        """
+        from .restrict import restrict
+
+        return restrict(self, keep, entry_mask=entry_mask, settings_update=settings_update)
+
     def scores(self, keep_features: Int[torch.Tensor, " k"] | None = None) -> dict[str, float]:
         """``{'replacement', 'completeness'}`` (see :mod:`tl_circuits.graph.scores`).
 
@@ -143,7 +169,7 @@ class Graph:
             return dict(self.settings["pruning"]["scores"])
         return graph_scores(self, keep_features)
 
-    def top_nodes(self, k: int = 10, kinds: tuple[str, ...] = ("feature",)) -> list[Any]:
+    def top_nodes(self, k: int = 10, kinds: tuple[NodeKind | str, ...] = ("feature",)) -> list[Any]:
         """The ``k`` nodes of ``kinds`` with the largest influence: ``RankedNode(id, node, influence)``."""
         from .queries import top_nodes
 
@@ -187,5 +213,5 @@ class Graph:
         return load_graph(path)
 
     def __repr__(self) -> str:
-        counts = ", ".join(f"{int((self.node_kind == k).sum())} {n}s" for k, n in enumerate(KIND_NAMES))
+        counts = ", ".join(f"{int(kind_mask(self.node_kind, k).sum())} {k.label}s" for k in NodeKind)
         return f"Graph({counts}, prompt={self.prompt!r})"

@@ -3,12 +3,23 @@
 Rows of ``A`` are targets of edges, columns their sources, so ``w A'`` spreads each target's
 weight over its direct sources in proportion to |edge|, and each further power one step further
 back. Attribution graphs are acyclic, so the series ends after at most depth-many terms.
+
+The one implementation of influence: attribution (re-ranking rows), pruning, scores, queries and
+the viewer's export all call the functions here.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
+
+from ..errors import ConfigError
+from .nodes import NodeKind
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 
 def influence_from_rows(
@@ -128,3 +139,61 @@ def influence_from_edges(
         f"influence did not vanish after {max_steps} steps: the adjacency has a cycle, which an "
         "attribution graph cannot have; check how the graph was built"
     )
+
+
+def target_seed(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
+    """``w`` as a node vector: each target's weight at its node, zero elsewhere."""
+    seed = torch.zeros(graph.n_nodes, dtype=torch.float64)
+    targets = graph.indices(NodeKind.TARGET)
+    weights = graph.target_weights()
+    if weights.numel() != targets.numel():
+        raise ConfigError(
+            f"the graph has {targets.numel()} target nodes but {weights.numel()} target records; "
+            "build it with attribute() or pass one TargetInfo per target node"
+        )
+    seed[targets] = weights
+    return seed
+
+
+def node_influence(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
+    """Influence of every node on the targets, ``w (A' + A'^2 + ...)`` (targets themselves: 0).
+
+    Example (``f <- tok`` 2, ``T <- f`` 3 and ``T <- tok`` 1: ``A'`` gives T's weight 1 to f
+    and tok as .75 / .25, then f passes its .75 on to tok):
+        >>> import torch
+        >>> from tl_circuits import Graph, TargetInfo
+        >>> a = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, 0.0]])
+        >>> g = Graph.from_tables(
+        ...     kind=torch.tensor([0, 2, 3], dtype=torch.int8), layer=torch.tensor([0, -1, 1]),
+        ...     position=torch.zeros(3, dtype=torch.long), index=torch.tensor([4, 9, 0]),
+        ...     adjacency=a.to_sparse(), activations=torch.ones(1),
+        ...     targets=[TargetInfo("x", "logit", (9,), 1.0, 1.0)], target_vectors=torch.zeros(1, 2),
+        ...     prompt=None, tokens=[9], str_tokens=["x"], settings={})
+        >>> node_influence(g).tolist()
+        [0.75, 1.0, 0.0]
+    """
+    rows, cols, vals = normalized_edges(graph.adjacency)
+    return influence_from_edges(rows, cols, vals, target_seed(graph))
+
+
+def cumulative_share(
+    scores: Float[torch.Tensor, " n"], among: Bool[torch.Tensor, " n"] | None = None
+) -> Float[torch.Tensor, " n"]:
+    """Each entry's descending cumulative share: ``sum_{j ranked at or above i} s_j / sum_j s_j``.
+
+    Entries are ranked largest first (ties in index order) among those in ``among`` (all by
+    default); the others get 0. The most influential node gets its own share, the least 1.0:
+    circuit-tracer's frontend shows this as a node's "influence", and a threshold ``t`` on it keeps
+    the nodes that carry the first ``t`` of the total.
+
+    Example:
+        >>> cumulative_share(torch.tensor([1.0, 3.0, 0.0, 4.0])).tolist()
+        [1.0, 0.875, 1.0, 0.5]
+    """
+    values = scores.to(torch.float64)
+    ids = torch.arange(values.numel()) if among is None else among.nonzero().flatten()
+    order = ids[values[ids].argsort(descending=True, stable=True)]
+    total = float(values[ids].sum())
+    out = torch.zeros_like(values)
+    out[order] = values[order].cumsum(0) / (total if total > 0 else 1.0)
+    return out

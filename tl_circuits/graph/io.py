@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from .._atomic import atomic_path
 from ..errors import FileFormatError
 from .graph import Graph, TargetInfo
+from .nodes import NodeKind, kind_mask
 
 FORMAT_VERSION = 1
 _KEY = "tl_circuits"
@@ -88,6 +89,7 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
             f"{os.fspath(path)!r} lacks the tensors {sorted(missing) or ['adjacency']}; it is not "
             "a complete tl_circuits graph: re-create it with graph.save()"
         )
+    _check_node_tables(path, tensors, n)
     try:
         if "adjacency" in tensors:
             adjacency = tensors["adjacency"]
@@ -116,6 +118,27 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         settings=dict(header["settings"]), rows_computed=tensors["rows_computed"],
         supernodes=supernodes,
     )
+
+
+def _check_node_tables(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], n: int) -> None:
+    """FileFormatError unless the four node tables have ``n`` entries and every kind code is a
+    :class:`NodeKind`."""
+    tables = ("node_kind", "node_layer", "node_position", "node_index")
+    sizes = {name: tuple(tensors[name].shape) for name in tables}
+    if any(size != (n,) for size in sizes.values()):
+        raise FileFormatError(
+            f"{os.fspath(path)!r} has node tables of shapes {sizes} for {n} nodes; the file is "
+            "corrupt: re-create it with graph.save()"
+        )
+    kinds = tensors["node_kind"]
+    integer = not (kinds.is_floating_point() or kinds.is_complex() or kinds.dtype == torch.bool)
+    unknown = kinds[~kind_mask(kinds, *NodeKind)].unique().tolist() if integer else [str(kinds.dtype)]
+    if unknown:
+        valid = {int(k): k.label for k in NodeKind}
+        raise FileFormatError(
+            f"{os.fspath(path)!r} holds node kind codes {unknown} that are not node kinds {valid}; "
+            "it was not written by tl_circuits: re-create it with graph.save()"
+        )
 
 
 def _library_version() -> str:

@@ -14,6 +14,15 @@ adjacency's rows and columns follow:
 
 Node kinds are stored as ``int8`` codes (``NodeKind`` values) in graph files; the names
 (``"feature"``, ...) are what users pass and see. Code compares kinds through this enum only.
+
+The order is a contract of the graphs :func:`tl_circuits.attribute` builds (the engine's row
+blocks rely on it); what reads a ``Graph`` relies only on two weaker rules, so hand-built graphs
+and sub-graphs may list their nodes in any order:
+
+- ``Graph.activations[r]`` belongs to the ``r``-th feature node in node order
+  (:func:`feature_rank`);
+- ``Graph.targets[t]`` (and ``target_vectors[t]``) belongs to the ``t``-th target node in node
+  order, whose ``index`` is ``t``.
 """
 
 from __future__ import annotations
@@ -75,3 +84,16 @@ def kind_mask(node_kind: Int[torch.Tensor, " n"], *kinds: NodeKind | str) -> Boo
     for kind in kinds:
         mask |= node_kind == int(NodeKind.parse(kind))
     return mask
+
+
+def feature_rank(node_kind: Int[torch.Tensor, " n"]) -> Int[torch.Tensor, " n"]:
+    """Each node's number among the feature nodes (its entry of ``Graph.activations``); -1 for
+    nodes of other kinds.
+
+    Example:
+        >>> feature_rank(torch.tensor([2, 0, 1, 0, 3])).tolist()
+        [-1, 0, -1, 1, -1]
+    """
+    is_feature = node_kind == int(NodeKind.FEATURE)
+    rank = torch.cumsum(is_feature.long(), 0) - 1
+    return torch.where(is_feature, rank, torch.full_like(rank, -1))

@@ -12,15 +12,16 @@ import torch
 from .._atomic import atomic_path
 from ..errors import ConfigError
 from .influence import coalesced
+from .nodes import NodeKind
 
 if TYPE_CHECKING:
     from .graph import Graph
 
 _STYLE = {  # kind: (marker, colour)
-    "feature": ("o", "#4c72b0"),
-    "error": ("s", "#8c8c8c"),
-    "token": ("D", "#55a868"),
-    "target": ("^", "#c44e52"),
+    NodeKind.FEATURE: ("o", "#4c72b0"),
+    NodeKind.ERROR: ("s", "#8c8c8c"),
+    NodeKind.TOKEN: ("D", "#55a868"),
+    NodeKind.TARGET: ("^", "#c44e52"),
 }
 
 
@@ -51,10 +52,11 @@ def plot_graph(
 
     g = graph if graph.is_pruned else graph.prune(node_threshold, edge_threshold)
     nodes = g.nodes
+    kinds = [NodeKind(k) for k in g.node_kind.tolist()]
     n_layers = int(g.settings.get("n_layers", int(g.node_layer.max()) if g.n_nodes else 0))
     cells: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, nd in enumerate(nodes):
-        y = -1 if nd.kind == "token" else (n_layers if nd.kind == "target" else nd.layer)
+    for i, (nd, kind) in enumerate(zip(nodes, kinds)):
+        y = -1 if kind == NodeKind.TOKEN else (n_layers if kind == NodeKind.TARGET else nd.layer)
         cells[(nd.position, y)].append(i)
     xy = torch.zeros(g.n_nodes, 2, dtype=torch.float64)
     for (pos, y), members in cells.items():
@@ -77,16 +79,16 @@ def plot_graph(
         lines = LineCollection(segments, linewidths=[0.3 + 3.5 * s for s in strength], colors=colours, zorder=1)
         ax.add_collection(lines)
     for kind, (marker, colour) in _STYLE.items():
-        ids = [i for i, nd in enumerate(nodes) if nd.kind == kind]
+        ids = [i for i, k in enumerate(kinds) if k == kind]
         if ids:
             pts = xy[ids]
             ax.scatter(pts[:, 0], pts[:, 1], marker=marker, s=60, c=colour, edgecolors="black",
-                       linewidths=0.5, zorder=2, label=f"{kind} ({len(ids)})")
-    for i, nd in enumerate(nodes):
-        if nd.kind == "feature":
+                       linewidths=0.5, zorder=2, label=f"{kind.label} ({len(ids)})")
+    for i, (nd, kind) in enumerate(zip(nodes, kinds)):
+        if kind == NodeKind.FEATURE:
             ax.annotate(str(nd.index), tuple(xy[i].tolist()), textcoords="offset points",
                         xytext=(0, 6), ha="center", fontsize=6, zorder=3)
-        elif nd.kind == "target":
+        elif kind == NodeKind.TARGET:
             ax.annotate(repr(g.targets[nd.index].label), tuple(xy[i].tolist()), textcoords="offset points",
                         xytext=(0, 8), ha="left", fontsize=7, rotation=50, zorder=3)
     ax.set_xticks(range(len(g.str_tokens)))

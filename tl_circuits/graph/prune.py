@@ -19,24 +19,20 @@ the incoming-edge rule drops them, while circuit-tracer leaves them out of the m
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from jaxtyping import Bool, Float
 
 from ..errors import ConfigError
-from .influence import (
-    abs_entries,
-    coalesced,
-    influence_from_edges,
-    normalized_edges,
-    row_normalize_,
-)
+from .influence import abs_entries, coalesced, influence_from_edges, row_normalize_, target_seed
+from .influence import node_influence as _node_influence
+from .nodes import NodeKind, kind_mask
+from .scores import graph_scores
 
 if TYPE_CHECKING:
     from .graph import Graph
-
-FEATURE, ERROR, TOKEN, TARGET = 0, 1, 2, 3
 
 
 class PruneResult(NamedTuple):
@@ -50,26 +46,6 @@ class PruneResult(NamedTuple):
     node_influence: Float[torch.Tensor, " n_nodes"]
     #: Position of each listed edge among the coalesced adjacency's stored entries.
     edge_entries: torch.Tensor
-
-
-def target_seed(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
-    """``w`` as a node vector: each target's weight at its node, zero elsewhere."""
-    seed = torch.zeros(graph.n_nodes, dtype=torch.float64)
-    targets = graph.indices("target")
-    weights = graph.target_weights()
-    if weights.numel() != targets.numel():
-        raise ConfigError(
-            f"the graph has {targets.numel()} target nodes but {weights.numel()} target records; "
-            "build it with attribute() or pass one TargetInfo per target node"
-        )
-    seed[targets] = weights
-    return seed
-
-
-def node_influence(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
-    """Influence of every node on the targets, ``w (A' + A'^2 + ...)`` (targets themselves: 0)."""
-    rows, cols, vals = normalized_edges(graph.adjacency)
-    return influence_from_edges(rows, cols, vals, target_seed(graph))
 
 
 def cumulative_cut(scores: Float[torch.Tensor, " m"], n_total: int, share: float) -> float:
@@ -101,14 +77,14 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be between 0 and 1 (a share of influence), got {value}")
     n = graph.n_nodes
-    kind = graph.node_kind.long()
+    kind = graph.node_kind
     seed = target_seed(graph)
     e_rows, e_cols, e_abs, entries = abs_entries(graph.adjacency)
     influence = influence_from_edges(e_rows, e_cols, row_normalize_(e_rows, e_abs, n), seed)
     del e_abs
 
     node_mask = influence >= cumulative_cut(influence, n, node_threshold)
-    node_mask |= (kind == TOKEN) | (kind == TARGET)
+    node_mask |= kind_mask(kind, NodeKind.TOKEN, NodeKind.TARGET)
 
     # Edge scores on the node-pruned matrix, renormalised (edges between kept nodes only).
     inside = (node_mask[e_rows] & node_mask[e_cols]).nonzero().flatten()
@@ -123,8 +99,8 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     edge_mask = scores >= cut
 
     # Feature and error nodes need a kept outgoing edge; features need a kept incoming edge.
-    feat_err = (kind == FEATURE) | (kind == ERROR)
-    feat = kind == FEATURE
+    feat_err = kind_mask(kind, NodeKind.FEATURE, NodeKind.ERROR)
+    feat = kind_mask(kind, NodeKind.FEATURE)
     while True:
         live = edge_mask & node_mask[e_rows] & node_mask[e_cols]
         has_out = torch.zeros(n, dtype=torch.bool)
@@ -145,19 +121,35 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     ``settings['pruning']`` records the thresholds, the full graph's size and the pruned graph's
     scores (dropped features folded into their error nodes, see :mod:`.scores`).
     """
-    from .queries import restrict
-    from .scores import graph_scores
-
     result = prune_masks(graph, node_threshold, edge_threshold)
     kept = result.node_mask.nonzero().flatten()
-    feature_ids = graph.indices("feature")
+    feature_ids = graph.indices(NodeKind.FEATURE)
     kept_features = feature_ids[result.node_mask[feature_ids]]
     scores = graph_scores(graph, keep_features=kept_features)
+    adj = coalesced(graph.adjacency)
     pruning = {
         "node_threshold": node_threshold, "edge_threshold": edge_threshold,
-        "n_nodes_full": graph.n_nodes, "n_edges_full": int(graph.adjacency.coalesce().values().count_nonzero()),
+        "n_nodes_full": graph.n_nodes, "n_edges_full": int(adj.values().count_nonzero()),
         "scores": scores,
     }
-    entry_mask = torch.zeros(graph.adjacency._nnz(), dtype=torch.bool)
+    entry_mask = torch.zeros(adj._nnz(), dtype=torch.bool)
     entry_mask[result.edge_entries[result.edge_mask]] = True
-    return restrict(graph, kept, entry_mask=entry_mask, settings_update={"pruning": pruning})
+    return graph.restrict(kept, entry_mask=entry_mask, settings_update={"pruning": pruning})
+
+
+#: Deprecated aliases (one release): the kind constants, now ``NodeKind`` members, and
+#: ``node_influence``, now in ``graph/influence.py`` (``target_seed`` is imported from there).
+_MOVED: dict[str, tuple[str, Any]] = {
+    "node_influence": ("tl_circuits.graph.influence.node_influence", _node_influence),
+    **{k.name: (f"tl_circuits.graph.nodes.NodeKind.{k.name}", k) for k in NodeKind},
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated aliases of ``_MOVED``, with a DeprecationWarning naming the new home."""
+    if name in _MOVED:
+        new, value = _MOVED[name]
+        warnings.warn(f"tl_circuits.graph.prune.{name} moved to {new}; use that (the alias goes "
+                      "in the next release)", DeprecationWarning, stacklevel=2)
+        return value
+    raise AttributeError(f"module 'tl_circuits.graph.prune' has no attribute {name!r}")

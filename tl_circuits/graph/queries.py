@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -10,7 +11,8 @@ import torch
 from jaxtyping import Int
 
 from ..errors import ConfigError
-from .influence import coalesced, normalized_edges
+from .influence import coalesced, node_influence, normalized_edges
+from .nodes import KIND_NAMES, NodeKind, kind_mask
 
 if TYPE_CHECKING:
     from .graph import Graph, Node
@@ -50,18 +52,16 @@ def node_id(graph: Graph, node: int | Node | Sequence[Any]) -> int:
     )
 
 
-def top_nodes(graph: Graph, k: int = 10, kinds: Iterable[str] = ("feature",)) -> list[RankedNode]:
-    """The ``k`` nodes of the given kinds with the largest influence on the targets."""
-    from .graph import KIND_NAMES
-    from .prune import node_influence
-
-    kinds = list(kinds)
+def top_nodes(
+    graph: Graph, k: int = 10, kinds: Iterable[str | NodeKind] = (NodeKind.FEATURE,)
+) -> list[RankedNode]:
+    """The ``k`` nodes of the given kinds (names or :class:`NodeKind`) with the largest influence
+    on the targets."""
+    kinds = [kd.label if isinstance(kd, NodeKind) else kd for kd in kinds]
     unknown = [kd for kd in kinds if kd not in KIND_NAMES]
     if unknown:
         raise ConfigError(f"unknown node kinds {unknown}; use some of {list(KIND_NAMES)}")
-    wanted = torch.zeros(graph.n_nodes, dtype=torch.bool)
-    for kd in kinds:
-        wanted[graph.indices(kd)] = True
+    wanted = kind_mask(graph.node_kind, *kinds)
     influence = node_influence(graph)
     candidates = wanted.nonzero().flatten()
     k = max(0, min(k, candidates.numel()))
@@ -130,61 +130,7 @@ def subgraph(graph: Graph, node_ids: Iterable[int | Node], hops: int = 1) -> Gra
     ids = [node_id(graph, i) for i in node_ids]
     if not ids:
         raise ConfigError("subgraph needs at least one node id")
-    return restrict(graph, neighbourhood(graph, ids, hops))
-
-
-def restrict(
-    graph: Graph,
-    keep: Int[torch.Tensor, " k"],
-    *,
-    entry_mask: torch.Tensor | None = None,
-    settings_update: dict[str, Any] | None = None,
-) -> Graph:
-    """A new graph with the nodes ``keep`` (ids) and the edges among them.
-
-    ``entry_mask`` (one bool per stored entry of the coalesced adjacency) limits the edges further.
-    Supernodes keep the members that survive (and are dropped when none does).
-    """
-    from .graph import Graph
-
-    keep = torch.sort(keep.long()).values
-    new_id = torch.full((graph.n_nodes,), -1, dtype=torch.long)
-    new_id[keep] = torch.arange(keep.numel())
-    adj = coalesced(graph.adjacency)
-    rows, cols = adj.indices()
-    vals = adj.values()
-    inside = (new_id[rows] >= 0) & (new_id[cols] >= 0)
-    if entry_mask is not None:
-        inside &= entry_mask
-    k = keep.numel()
-    # Monotone relabelling keeps the coalesced (row-major sorted) order, and every new id is in
-    # range, so the invariants hold by construction (unchecked, and no warning that they are not).
-    adjacency = torch.sparse_coo_tensor(
-        torch.stack([new_id[rows[inside]], new_id[cols[inside]]]), vals[inside], (k, k),
-        is_coalesced=True, check_invariants=False,
-    )
-    n_feat = graph.n_features
-    feat_keep = keep[keep < n_feat]
-    computed = new_id[graph.rows_computed.long()]
-    supernodes = {}
-    for name, members in graph.supernodes.items():
-        kept = [int(new_id[m]) for m in members if int(new_id[m]) >= 0]
-        if kept:
-            supernodes[name] = kept
-    settings = dict(graph.settings)
-    settings.update(settings_update or {})
-    kind, index = graph.node_kind[keep], graph.node_index[keep].clone()
-    is_target = kind == 3
-    old_targets = index[is_target].tolist()
-    index[is_target] = torch.arange(len(old_targets), dtype=index.dtype)
-    return Graph.from_tables(
-        kind=kind, layer=graph.node_layer[keep], position=graph.node_position[keep],
-        index=index, adjacency=adjacency, activations=graph.activations[feat_keep],
-        targets=[graph.targets[i] for i in old_targets],
-        target_vectors=graph.target_vectors[torch.tensor(old_targets, dtype=torch.long)],
-        prompt=graph.prompt, tokens=list(graph.tokens), str_tokens=list(graph.str_tokens),
-        settings=settings, rows_computed=computed[computed >= 0], supernodes=supernodes,
-    )
+    return graph.restrict(neighbourhood(graph, ids, hops))
 
 
 def add_supernode(graph: Graph, name: str, node_ids: Iterable[int | Node], *, replace: bool = False) -> None:
@@ -200,3 +146,18 @@ def add_supernode(graph: Graph, name: str, node_ids: Iterable[int | Node], *, re
     if not ids:
         raise ConfigError(f"supernode {name!r} needs at least one node")
     graph.supernodes[name] = ids
+
+
+def _restrict(graph: Graph, keep: torch.Tensor, **kwargs: Any) -> Graph:
+    """``graph.restrict(keep, **kwargs)``: what ``tl_circuits.graph.queries.restrict`` was."""
+    return graph.restrict(keep, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated alias (one release): ``restrict`` is now :meth:`Graph.restrict`."""
+    if name == "restrict":
+        warnings.warn("tl_circuits.graph.queries.restrict(graph, keep, ...) moved to "
+                      "graph.restrict(keep, ...); use that (the alias goes in the next release)",
+                      DeprecationWarning, stacklevel=2)
+        return _restrict
+    raise AttributeError(f"module 'tl_circuits.graph.queries' has no attribute {name!r}")

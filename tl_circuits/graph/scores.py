@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Bool, Float, Int
 
-from .influence import CHUNK, coalesced, influence_from_edges, row_normalize_
-from .prune import ERROR, FEATURE, TOKEN, target_seed
+from .influence import CHUNK, coalesced, influence_from_edges, row_normalize_, target_seed
+from .nodes import NodeKind, kind_mask
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -42,15 +42,15 @@ def graph_scores(
             scores).
     """
     n = graph.n_nodes
-    kind = graph.node_kind.long()
     adj = coalesced(graph.adjacency)
     rows, cols = adj.indices()
     vals = adj.values()
-    is_error = kind == ERROR
+    is_error = kind_mask(graph.node_kind, NodeKind.ERROR)
+    is_token = kind_mask(graph.node_kind, NodeKind.TOKEN)
     seed = target_seed(graph)
 
     if keep_features is not None:
-        dropped = (kind == FEATURE).clone()
+        dropped = kind_mask(graph.node_kind, NodeKind.FEATURE)
         dropped[keep_features] = False
         # Map each dropped feature to the error node at its (layer, position), or a new one.
         width = int(graph.node_position.max()) + 2 if n else 1
@@ -69,7 +69,7 @@ def graph_scores(
         n_all = n + n_extra
         rows, cols, vals = _fold(rows, cols, vals, dropped, is_error | dropped, target_of, n_all)
         is_error = torch.cat([is_error, torch.ones(n_extra, dtype=torch.bool)])
-        kind = torch.cat([kind, torch.full((n_extra,), ERROR)])
+        is_token = torch.cat([is_token, torch.zeros(n_extra, dtype=torch.bool)])
         seed = torch.cat([seed, torch.zeros(n_extra, dtype=torch.float64)])
     else:
         n_all = n
@@ -77,7 +77,7 @@ def graph_scores(
 
     norm = row_normalize_(rows, vals.abs_(), n_all)
     influence = influence_from_edges(rows, cols, norm, seed)
-    token_inf = float(influence[kind == TOKEN].sum())
+    token_inf = float(influence[is_token].sum())
     error_inf = float(influence[is_error].sum())
     replacement = token_inf / (token_inf + error_inf) if token_inf + error_inf > 0 else 0.0
 

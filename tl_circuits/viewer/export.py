@@ -2,25 +2,34 @@
 
 Field names and node-id conventions follow circuit-tracer's ``frontend/graph_models.py``:
 features ``{layer}_{feature}_{pos}``, errors ``{layer}_-1_{pos}``, embeddings ``E_{token}_{pos}``,
-logits ``{n_layers+1}_{token}_{pos}``. Nodes and edges are pruned as circuit-tracer does: a
-node's score is its influence on the targets (``w (A' + A'^2 + ...)``, ``A'`` the row-normalised
-``|A|``), features and errors are kept while their cumulative share stays within
-``node_threshold``, and edges (scored ``A'[t, s] * score[t]``) within ``edge_threshold``.
+logits ``{n_layers+1}_{token}_{pos}``. The JSON is a view of a pruned graph, never a second
+computation: an unpruned graph is pruned with :meth:`Graph.prune` (``node_threshold``,
+``edge_threshold``), a pruned one is shown as it is, and every node and edge of that graph
+becomes one JSON node or link. A node's ``influence`` is its cumulative share of the graph's
+feature and error influence (:func:`tl_circuits.graph.influence.cumulative_share`), scaled by the
+node threshold the graph was pruned with, so it reads on the full graph's scale as in
+circuit-tracer's frontend: the viewer's node slider at that threshold shows every exported node.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 
 from .._atomic import atomic_path
 from ..errors import ConfigError, FileFormatError
+from ..graph.influence import coalesced, cumulative_share, node_influence, target_seed
+from ..graph.nodes import NodeKind, feature_rank, kind_mask
+
+if TYPE_CHECKING:
+    from ..graph import Graph
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 FEATURE_TYPES = ("cross layer transcoder", "mlp reconstruction error", "embedding", "logit")
@@ -61,27 +70,47 @@ def cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
-def node_scores(graph: Any) -> Float[torch.Tensor, " n_nodes"]:
-    """Influence of every node on the targets, plus each target's own weight."""
-    adj = graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()
-    adj = adj.coalesce()
-    rows, cols = adj.indices()
-    vals = adj.values().abs().to(torch.float64)
-    sums = torch.zeros(graph.n_nodes, dtype=torch.float64).index_add_(0, rows, vals)
-    vals = vals / sums.clamp(min=1e-10)[rows]
-    seed = torch.zeros(graph.n_nodes, dtype=torch.float64)
-    seed[graph.indices("target")] = graph.target_weights()
-    total, x = seed.clone(), seed
-    for _ in range(graph.n_nodes + 1):
-        x = torch.zeros_like(x).index_add_(0, cols, x[rows] * vals)
-        if not bool(x.any()):
-            break
-        total += x
-    return total
+def node_scores(graph: Graph) -> Float[torch.Tensor, " n_nodes"]:
+    """Deprecated (the alias goes in the next release): ``graph.influence()`` plus each target's
+    weight at its node (:func:`~tl_circuits.graph.influence.target_seed`)."""
+    warnings.warn("tl_circuits.viewer.export.node_scores is deprecated: use graph.influence() (plus "
+                  "tl_circuits.graph.influence.target_seed(graph) for the targets' weights)",
+                  DeprecationWarning, stacklevel=2)
+    return node_influence(graph) + target_seed(graph)
+
+
+def exported_graph(
+    graph: Graph,
+    node_threshold: float = 0.8,
+    edge_threshold: float = 0.98,
+    max_feature_nodes: int | None = None,
+) -> Graph:
+    """The graph :func:`graph_to_json` shows: ``graph.prune(node_threshold, edge_threshold)``, or
+    ``graph`` itself when it is already pruned (the thresholds then do not apply); with
+    ``max_feature_nodes``, only that many of its features, the most influential
+    (:meth:`Graph.restrict`; every other node stays).
+
+    Example:
+        >>> shown = exported_graph(graph, 0.8, 0.98)  # doctest: +SKIP
+        >>> exported_graph(shown, 0.5, 0.5) is shown  # already pruned: shown as it is  # doctest: +SKIP
+        True
+    """
+    for name, t in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not 0.0 < t <= 1.0:
+            raise ConfigError(f"{name} must be in (0, 1], got {t}; 1.0 keeps everything.")
+    if max_feature_nodes is not None and max_feature_nodes < 0:
+        raise ConfigError(f"max_feature_nodes must be 0 or more (or None for all), got {max_feature_nodes}")
+    g = graph if graph.is_pruned else graph.prune(node_threshold, edge_threshold)
+    features = g.indices(NodeKind.FEATURE)
+    if max_feature_nodes is not None and features.numel() > max_feature_nodes:
+        ranked = features[g.influence()[features].argsort(descending=True, stable=True)]
+        others = (~kind_mask(g.node_kind, NodeKind.FEATURE)).nonzero().flatten()
+        g = g.restrict(torch.cat([ranked[:max_feature_nodes], others]))
+    return g
 
 
 def graph_to_json(
-    graph: Any,
+    graph: Graph,
     *,
     slug: str = "graph",
     scan: str = "tl_circuits",
@@ -90,73 +119,47 @@ def graph_to_json(
     max_feature_nodes: int | None = None,
     annotations: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Neuronpedia-style dict of ``graph`` (see the module docstring); ``annotations``
-    (labels, pinnedIds, supernodes, as the viewer saves them) go into ``clerp`` and ``qParams``."""
-    for name, t in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
-        if not 0.0 < t <= 1.0:
-            raise ConfigError(f"{name} must be in (0, 1], got {t}; 1.0 keeps everything.")
-    n_layers = int(graph.settings.get("n_layers", int(graph.node_layer.max())))
-    kind, layer = graph.node_kind.tolist(), graph.node_layer.tolist()
-    pos, index = graph.node_position.tolist(), graph.node_index.tolist()
-    score = node_scores(graph)
-    inner = ((graph.node_kind == 0) | (graph.node_kind == 1)).nonzero().flatten()
-    order = inner[score[inner].argsort(descending=True)]
-    total = float(score[inner].sum()) or 1.0
-    cumulative = torch.zeros(graph.n_nodes, dtype=torch.float64)
-    cumulative[order] = score[order].cumsum(0) / total
-    keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
-    keep[(graph.node_kind == 2) | (graph.node_kind == 3)] = True
-    kept_inner = order[(cumulative[order] - score[order] / total) < node_threshold]
-    if max_feature_nodes is not None:
-        feats = kept_inner[graph.node_kind[kept_inner] == 0]
-        kept_inner = kept_inner[(graph.node_kind[kept_inner] == 1) | torch.isin(kept_inner, feats[:max_feature_nodes])]
-    keep[kept_inner] = True
-
-    adj = (graph.adjacency if graph.adjacency.is_sparse else graph.adjacency.to_sparse()).coalesce()
-    rows, cols = adj.indices()
-    weights = adj.values().to(torch.float64)
-    mask = keep[rows] & keep[cols] & (weights != 0)
-    rows, cols, weights = rows[mask], cols[mask], weights[mask]
-    row_sums = torch.zeros(graph.n_nodes, dtype=torch.float64).index_add_(0, rows, weights.abs())
-    edge_score = weights.abs() / row_sums.clamp(min=1e-10)[rows] * score[rows]
-    e_order = edge_score.argsort(descending=True)
-    e_cum = edge_score[e_order].cumsum(0) / (float(edge_score.sum()) or 1.0)
-    e_keep = e_order[(e_cum - edge_score[e_order] / (float(edge_score.sum()) or 1.0)) < edge_threshold]
-    e_keep = e_keep.sort().values
-    rows, cols, weights = rows[e_keep], cols[e_keep], weights[e_keep]
-    connected = torch.zeros(graph.n_nodes, dtype=torch.bool)
-    connected[rows] = True
-    connected[cols] = True
-    keep &= connected | (graph.node_kind == 2) | (graph.node_kind == 3)
-
+    """The Neuronpedia-style dict of ``graph`` (see the module docstring): the nodes and edges of
+    :func:`exported_graph` (``graph`` pruned with these thresholds unless it is already pruned).
+    ``annotations`` (labels, pinnedIds, supernodes, as the viewer saves them) go into ``clerp``
+    and ``qParams``; the metadata records the thresholds the shown graph was pruned with.
+    """
+    g = exported_graph(graph, node_threshold, edge_threshold, max_feature_nodes)
+    pruning = g.settings["pruning"]
+    n_layers = int(g.settings.get("n_layers", int(g.node_layer.max())))
+    kinds = [NodeKind(k) for k in g.node_kind.tolist()]
+    layer, pos, index = g.node_layer.tolist(), g.node_position.tolist(), g.node_index.tolist()
+    share = cumulative_share(g.influence(), kind_mask(g.node_kind, NodeKind.FEATURE, NodeKind.ERROR))
+    share = (share * float(pruning.get("node_threshold", 1.0))).tolist()
+    rank = feature_rank(g.node_kind).tolist()
+    activations = g.activations.tolist()
     labels = dict((annotations or {}).get("labels", {}))
-    target_number = {int(i): t for t, i in enumerate(graph.indices("target").tolist())}
-    n_pos = len(graph.str_tokens)
-    activations = graph.activations.tolist()
+    target_number = {int(i): t for t, i in enumerate(g.indices(NodeKind.TARGET).tolist())}
+    n_pos = len(g.str_tokens)
     ids: dict[int, str] = {}
     seen: set[str] = set()
     nodes: list[dict[str, Any]] = []
-    for i in keep.nonzero().flatten().tolist():
-        k, la, p, ix = kind[i], layer[i], pos[i], index[i]
+    for i, k in enumerate(kinds):
+        la, p, ix = layer[i], pos[i], index[i]
         node: dict[str, Any] = {"ctx_idx": p, "run_idx": 0, "reverse_ctx_idx": 0, "clerp": "",
-                                "influence": float(cumulative[i]), "activation": None,
+                                "influence": share[i], "activation": None,
                                 "token_prob": 0.0, "is_target_logit": False}
-        if k == 0:
+        if k == NodeKind.FEATURE:
             node.update(node_id=f"{la}_{ix}_{p}", feature=cantor(la, ix), layer=str(la),
-                        feature_type=FEATURE_TYPES[0], jsNodeId=f"{la}_{ix}-0",
-                        activation=float(activations[i]), feature_index=ix)
-        elif k == 1:
-            node.update(node_id=f"{la}_-1_{p}", feature=-1, layer=str(la), feature_type=FEATURE_TYPES[1],
+                        feature_type=FEATURE_TYPES[k], jsNodeId=f"{la}_{ix}-0",
+                        activation=float(activations[rank[i]]), feature_index=ix)
+        elif k == NodeKind.ERROR:
+            node.update(node_id=f"{la}_-1_{p}", feature=-1, layer=str(la), feature_type=FEATURE_TYPES[k],
                         jsNodeId=f"{la}_-1-{p}")
-        elif k == 2:
-            node.update(node_id=f"E_{ix}_{p}", feature=p, layer="E", feature_type=FEATURE_TYPES[2],
-                        jsNodeId=f"E_{ix}-{p}", clerp=graph.str_tokens[p] if p < n_pos else "")
+        elif k == NodeKind.TOKEN:
+            node.update(node_id=f"E_{ix}_{p}", feature=p, layer="E", feature_type=FEATURE_TYPES[k],
+                        jsNodeId=f"E_{ix}-{p}", clerp=g.str_tokens[p] if p < n_pos else "")
         else:
-            t = graph.targets[target_number[i]]
+            t = g.targets[target_number[i]]
             vocab = t.token_ids[0] if len(t.token_ids) == 1 else -2 - target_number[i]
             p = p if 0 <= p < n_pos else n_pos - 1
             node.update(node_id=f"{n_layers + 1}_{vocab}_{p}", feature=vocab, layer=str(n_layers + 1),
-                        ctx_idx=p, feature_type=FEATURE_TYPES[3], jsNodeId=f"L_{vocab}-{p}",
+                        ctx_idx=p, feature_type=FEATURE_TYPES[k], jsNodeId=f"L_{vocab}-{p}",
                         token_prob=float(t.probability), is_target_logit=target_number[i] == 0,
                         influence=float(t.weight), clerp=f'Output "{t.label}" (p={t.probability:.3f})')
         if node["node_id"] in seen:  # two targets on one token (e.g. logit differences)
@@ -165,19 +168,21 @@ def graph_to_json(
         node["clerp"] = labels.get(node["node_id"], node["clerp"])
         ids[i] = node["node_id"]
         nodes.append(node)
+    adj = coalesced(g.adjacency)
+    rows, cols = adj.indices()
+    weights = adj.values().to(torch.float64)
+    stored = weights != 0
     links = [{"source": ids[c], "target": ids[r], "weight": w}
-             for r, c, w in zip(rows.tolist(), cols.tolist(), weights.tolist()) if r in ids and c in ids]
+             for r, c, w in zip(rows[stored].tolist(), cols[stored].tolist(), weights[stored].tolist())]
 
     supernodes = [list(s) for s in (annotations or {}).get("supernodes", [])]
-    for label, members in getattr(graph, "supernodes", {}).items():  # from graph.add_supernode
-        names = [ids[m] for m in members if m in ids]
-        if len(names) >= 1:
-            supernodes.append([str(label), *names])
+    for label, members in g.supernodes.items():  # from graph.add_supernode
+        supernodes.append([str(label), *(ids[m] for m in members)])
     return {
         "metadata": {
-            "slug": slug, "scan": scan, "transcoder_list": [], "prompt": graph.prompt or "",
-            "prompt_tokens": list(graph.str_tokens), "node_threshold": node_threshold,
-            "edge_threshold": edge_threshold, "schema_version": 1, "n_layers": n_layers,
+            "slug": slug, "scan": scan, "transcoder_list": [], "prompt": g.prompt or "",
+            "prompt_tokens": list(g.str_tokens), "node_threshold": pruning["node_threshold"],
+            "edge_threshold": pruning["edge_threshold"], "schema_version": 1, "n_layers": n_layers,
             "generator": "tl_circuits",
         },
         "qParams": {"pinnedIds": list((annotations or {}).get("pinnedIds", [])), "supernodes": supernodes,
@@ -193,7 +198,7 @@ def feature_path(root: str | os.PathLike[str], layer: int, index: int) -> Path:
 
 
 def export_graph(
-    graph: Any,
+    graph: Graph | str | os.PathLike[str],
     path: str | os.PathLike[str],
     *,
     dashboards: Any = None,
