@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 from .attribution import attribute
 from .dashboards import Dashboards, build_dashboards
 from .errors import ConfigError, FileFormatError, TLCircuitsError
-from .graph import Graph, Node, TargetInfo
+from .graph import Graph, Node, NodeKind, TargetInfo
 from .graph_check import GraphCheck, check_graph
 from .interventions import Intervention, InterventionResult, generate, intervene
 from .training import evaluate_transcoders, train_transcoders
@@ -31,6 +31,7 @@ __all__ = [
     "Intervention",
     "InterventionResult",
     "Node",
+    "NodeKind",
     "TLCircuitsError",
     "TargetInfo",
     "Transcoder",

@@ -45,15 +45,15 @@ def word_position(graph: Graph, word: str) -> int:
 
 def token_node(graph: Graph, position: int) -> int:
     """Node id of the input token at ``position``."""
-    ids = graph.indices(NodeKind.TOKEN.label)
+    ids = graph.indices(NodeKind.TOKEN)
     return int(ids[graph.node_position[ids] == position][0])
 
 
 def strongest_token_path(graph: Graph, target: int = 0) -> Path | None:
     """The strongest path (:meth:`Graph.strongest_path`) from any token node to target ``target``."""
-    dst = int(graph.indices(NodeKind.TARGET.label)[target])
+    dst = int(graph.indices(NodeKind.TARGET)[target])
     best = None
-    for src in graph.indices(NodeKind.TOKEN.label).tolist():
+    for src in graph.indices(NodeKind.TOKEN).tolist():
         try:
             path = graph.strongest_path(src, dst)
         except ConfigError:
