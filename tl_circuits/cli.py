@@ -299,7 +299,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "run resumes from its checkpoint when started again with the same settings.",
     )
     p.add_argument("--model", default="default",
-                   help="'default' (the embedded SmolLM2-135M-Instruct; the only choice for now)")
+                   help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging Face "
+                   "model directory saved with save_pretrained (Llama, Qwen2, Qwen3, GPT-2, Gemma-2)")
     p.add_argument("--texts", nargs="*", default=None, metavar="FILE",
                    help=".txt files (one text each) or .jsonl files ({'text': ...} per line); "
                    "default: the offline corpus described in docs/training.md")
@@ -326,12 +327,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from tl_circuits.training import train_transcoders
     from tl_circuits.training.corpus import read_text_files
 
-    if args.model != "default":
-        raise ConfigError(f"--model {args.model!r} is not supported yet; use --model default.")
-    from tl_circuits.models import load_default
-
+    load = model_loader(args.model)  # checks --model before anything is loaded
     texts = read_text_files(args.texts) if args.texts else None
-    model = load_default()
+    model = load()
     train_transcoders(
         model, texts, kind=args.kind, skip=args.skip, cross_layer=args.cross_layer,
         d_sae=args.d_sae, k=args.k, steps=args.steps, tokens=args.tokens, batch=args.batch,

@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 
 from ._atomic import atomic_path
 from .errors import ConfigError, FileFormatError
+from .hosts import as_host
+from .replacement import activations_at
+from .transcoders import as_transcoders
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "dashboards.safetensors"
@@ -104,7 +107,9 @@ def build_dashboards(
 
     Args:
         model: a model a host adapts (``HookedTransformer``, ...).
-        transcoders: a :class:`~tl_circuits.TranscoderSet`.
+        transcoders: any set :func:`~tl_circuits.transcoders.as_transcoders` accepts (a
+            :class:`~tl_circuits.TranscoderSet`, a cross-layer transcoder, ...); a copy cast to the
+            model's device and dtype is used.
         texts: strings (tokenized by the model) or token-id lists; read once, streaming.
         out_path: directory to write (``dashboards.safetensors`` + ``index.json``), atomically.
         n_top: top-activating contexts kept per feature (at most one per text).
@@ -121,15 +126,15 @@ def build_dashboards(
         >>> d = build_dashboards(model, transcoders, ["a text", ...], out_path="dash")  # doctest: +SKIP
         >>> d.feature(0, 3)["examples_quantiles"][0]["examples"][0]["tokens"]  # doctest: +SKIP
     """
-    from .hosts import as_host
-
     if n_top < 1 or n_reservoir < 0 or context < 0 or batch_size < 1:
         raise ConfigError(
             f"expected n_top >= 1, n_reservoir >= 0, context >= 0, batch_size >= 1; got n_top="
             f"{n_top}, n_reservoir={n_reservoir}, context={context}, batch_size={batch_size}."
         )
     host = as_host(model)
+    transcoders = as_transcoders(transcoders).to(device=host.device, dtype=host.dtype)
     layers = list(transcoders.layers)
+    sites = {la: transcoders.hook_in(la) for la in layers}
     window = 2 * context + 1
     gen = torch.Generator().manual_seed(seed)
     states = {la: _LayerState(transcoders.d_sae(la), n_top, n_reservoir, window, gen) for la in layers}
@@ -148,20 +153,12 @@ def build_dashboards(
         if skip_bos and host.bos_token_id is not None:
             valid[:, 0] &= tokens[:, 0] != host.bos_token_id
         n_tokens += int(valid.sum())
-        captured: dict[int, torch.Tensor] = {}
-
-        def capture(layer: int):
-            def fn(x: torch.Tensor) -> None:
-                captured[layer] = x.detach()
-            return fn
-
-        with torch.no_grad(), host.hooks([(transcoders.hook_in(la), capture(la)) for la in layers]):
-            host.forward(tokens.to(host.device))
+        captured = activations_at(host, tokens, list(sites.values()))
         padded_tok = torch.nn.functional.pad(tokens, (context, context), value=-1).to(torch.int32)
         offsets = torch.arange(window)
         for la in layers:
             with torch.no_grad():
-                acts = transcoders.encode(la, captured[la]).float().cpu()  # [batch, pos, d_sae]
+                acts = transcoders.encode(la, captured[sites[la]]).float().cpu()  # [batch, pos, d_sae]
             acts = acts * valid[..., None]
             st = states[la]
             st.count += (acts > 0).sum((0, 1)).double()

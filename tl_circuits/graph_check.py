@@ -15,7 +15,8 @@ from jaxtyping import Float
 
 from .errors import ConfigError
 from .graph.influence import coalesced
-from .interventions import Intervention, _prepare, clean_run, run_batch
+from .interventions import Intervention
+from .replacement import clean_run, prepare, run_spliced
 
 
 @dataclass
@@ -50,7 +51,7 @@ def check_graph(model: Any, transcoders: Any, graph: Any, top: int = 20, *, batc
     """
     if graph.is_pruned:
         raise ConfigError("check_graph needs the full graph (pruning dropped edges); pass the graph attribute() returned")
-    host, transcoders = _prepare(model, transcoders)
+    host, transcoders = prepare(model, transcoders)
     tokens = torch.tensor(graph.tokens, dtype=torch.long)
     ranked = graph.top_nodes(top)
     ids = [r.id for r in ranked]
@@ -81,8 +82,9 @@ def check_graph(model: Any, transcoders: Any, graph: Any, top: int = 20, *, batc
         for lo in range(0, len(ids), batch_size):
             chunk = ranked[lo : lo + batch_size]
             edits = [[]] + [[Intervention(r.node.layer, r.node.position, r.node.index, 0.0)] for r in chunk]
-            _, _, resid = run_batch(host, transcoders, tokens, edits, constrained, True, clean)
-            read = resid[:, last].to(torch.float64) @ vectors.T
+            run = run_spliced(host, transcoders, tokens[None].expand(len(edits), -1), clean=clean,
+                              edits=edits, constrained=constrained, freeze_attention=True)
+            read = run.resid_final[:, last].to(torch.float64) @ vectors.T
             rows.append((read[1:] - read[:1]).cpu())
         return torch.cat(rows) if rows else torch.zeros(0, len(targets), dtype=torch.float64)
 

@@ -6,7 +6,8 @@ Open-loop (the default) recomputes every later feature from the live transcoder 
 intervention's effect spreads through later features; a layer in ``constrained_layers`` keeps its
 clean activations (except the intervened ones), and an uncovered layer there keeps its clean MLP
 output. ``freeze_attention`` replaces attention patterns and normalisation scales by their
-clean-run values. Written against the host protocol only (``tl_circuits.hosts``).
+clean-run values. The runs themselves are :mod:`tl_circuits.replacement`'s (``clean_run``,
+``run_spliced``); this module reads the user's interventions and checks them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import torch
 from jaxtyping import Float, Int
 
 from .errors import ConfigError
-from .hosts import as_host
-from .hosts.base import HookFn, Host
-from .transcoders import Transcoders, as_transcoders
+from .hosts.base import Host
+from .replacement import SplicedRun, clean_run, prepare, prompt_tokens, run_spliced
+from .transcoders import Transcoders
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,6 @@ class InterventionResult:
     resid_final: Float[torch.Tensor, "pos d_model"] | None = None
 
 
-@dataclass
-class _Clean:
-    frozen: dict[str, torch.Tensor]
-    x_in: dict[int, torch.Tensor]
-    acts: dict[int, torch.Tensor]
-    errors: dict[int, torch.Tensor]
-    mlp_out: dict[int, torch.Tensor]
-
-
 def intervene(
     model: Any,
     transcoders: Any,
@@ -88,12 +80,12 @@ def intervene(
         ...                             [(3, -1, 1234, 0.0)])  # doctest: +SKIP
         >>> out.logits[-1].argmax()  # doctest: +SKIP
     """
-    host, transcoders = _prepare(model, transcoders)
-    tokens = _tokens(host, prompt)
+    host, transcoders = prepare(model, transcoders)
+    tokens, _ = prompt_tokens(host, prompt)
     edits = resolve(interventions, host, transcoders, int(tokens.numel()), graph=graph)
     constrained = _constrained(host, constrained_layers)
-    logits, acts, resid = run_batch(host, transcoders, tokens, [edits], constrained, freeze_attention)
-    return InterventionResult(logits[0], {la: a[0] for la, a in acts.items()}, resid[0])
+    run = _intervened(host, transcoders, tokens, edits, constrained, freeze_attention)
+    return InterventionResult(run.logits[0], {la: a[0] for la, a in run.acts.items()}, run.resid_final[0])
 
 
 def generate(
@@ -114,8 +106,8 @@ def generate(
     """
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-    host, transcoders = _prepare(model, transcoders)
-    tokens = _tokens(host, prompt)
+    host, transcoders = prepare(model, transcoders)
+    tokens, _ = prompt_tokens(host, prompt)
     n_prompt = int(tokens.numel())
     items = list(interventions)
     edits = resolve(items, host, transcoders, n_prompt + max_new_tokens, graph=graph, allow_none=True)
@@ -129,8 +121,8 @@ def generate(
                 step += [Intervention(e.layer, p, e.feature, e.value, e.mode) for p in range(n_prompt - 1, length)]
             elif e.position < length:
                 step.append(e)
-        logits, _, _ = run_batch(host, transcoders, seq, [step], constrained, freeze_attention)
-        seq = torch.cat([seq, logits[0, -1].argmax().view(1).cpu()])
+        run = _intervened(host, transcoders, seq, step, constrained, freeze_attention)
+        seq = torch.cat([seq, run.logits[0, -1].argmax().view(1).cpu()])
     return seq.tolist()
 
 
@@ -233,97 +225,14 @@ def _check(e: Intervention, host: Host, transcoders: Transcoders, n_pos: int, al
     return Intervention(e.layer, e.position % n_pos, e.feature, float(e.value), e.mode)
 
 
-def clean_run(host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"]) -> _Clean:
-    """One plain forward pass, recording what the intervened run holds fixed."""
-    clean = _Clean({}, {}, {}, {}, {})
-    hooks: list[tuple[str, HookFn]] = [(n, _store(clean.frozen, n)) for n in host.freeze_hook_names()]
-    hooks += [(transcoders.hook_in(la), _store(clean.x_in, la)) for la in transcoders.layers]
-    hooks += [(host.mlp_out_hook(la), _store(clean.mlp_out, la)) for la in range(host.n_layers)]
-    with torch.no_grad(), host.hooks(hooks):
-        host.forward(tokens.to(host.device)[None])
-    x0 = {la: x[0] for la, x in clean.x_in.items()}
-    clean.acts = {la: transcoders.encode(la, x) for la, x in x0.items()}
-    for la in transcoders.out_layers:
-        clean.errors[la] = clean.mlp_out[la][0] - transcoders.reconstruct(la, clean.acts, x0)
-    return clean
-
-
-def run_batch(
-    host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"],
-    edits: list[list[Intervention]], constrained: set[int], freeze_attention: bool,
-    clean: _Clean | None = None,
-) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
-    """One intervened forward pass over ``len(edits)`` copies of ``tokens``, copy ``b`` with
-    ``edits[b]``; returns logits, activations per layer and final residual, batch first."""
-    clean = clean or clean_run(host, transcoders, tokens)
-    batch = len(edits)
-    by_layer: dict[int, list[tuple[int, Intervention]]] = {}
-    for b, items in enumerate(edits):
-        for e in items:
-            by_layer.setdefault(e.layer, []).append((b, e))
-    acts: dict[int, torch.Tensor] = {}
-    x_live: dict[int, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
-
-    def read_input(layer: int) -> HookFn:
-        def hook(x: torch.Tensor) -> None:
-            x_live[layer] = x
-            a = clean.acts[layer].expand(batch, -1, -1).clone() if layer in constrained else transcoders.encode(layer, x)
-            for b, e in by_layer.get(layer, []):
-                assert e.position is not None
-                a[b, e.position, e.feature] = e.value if e.mode == "set" else a[b, e.position, e.feature] * e.value
-            acts[layer] = a
-
-        return hook
-
-    def write_output(layer: int) -> HookFn:
-        def hook(y: torch.Tensor) -> torch.Tensor:
-            if layer in transcoders.out_layers:
-                return (transcoders.reconstruct(layer, acts, x_live) + clean.errors[layer]).to(y.dtype)
-            if layer in constrained:
-                return clean.mlp_out[layer].expand_as(y)
-            return y
-
-        return hook
-
-    hooks: list[tuple[str, HookFn]] = []
-    if freeze_attention:
-        hooks += [(n, _replace(clean.frozen[n])) for n in host.freeze_hook_names() if n in clean.frozen]
-    hooks += [(transcoders.hook_in(la), read_input(la)) for la in transcoders.layers]
-    hooks += [(host.mlp_out_hook(la), write_output(la)) for la in range(host.n_layers)]
-    hooks.append((host.resid_final_hook(), _store(out, "resid")))
-    with torch.no_grad(), host.hooks(hooks):
-        logits = host.forward(tokens.to(host.device)[None].expand(batch, -1))
-    return logits, acts, out["resid"]
-
-
-def _store(where: dict[Any, torch.Tensor], key: Any) -> HookFn:
-    def hook(x: torch.Tensor) -> None:
-        where[key] = x.detach()
-
-    return hook
-
-
-def _replace(value: torch.Tensor) -> HookFn:
-    def hook(x: torch.Tensor) -> torch.Tensor:
-        return value.expand_as(x)
-
-    return hook
-
-
-def _prepare(model: Any, transcoders: Any) -> tuple[Host, Transcoders]:
-    from .replacement import check_compatible
-
-    host = as_host(model)
-    transcoders = as_transcoders(transcoders)
-    check_compatible(host, transcoders)
-    return host, transcoders.to(device=host.device, dtype=host.dtype)
-
-
-def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> Int[torch.Tensor, " pos"]:
-    from .attribution.attribute import _tokens as tokens_of
-
-    return tokens_of(host, prompt)[0]
+def _intervened(
+    host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"], edits: list[Intervention],
+    constrained: set[int], freeze_attention: bool,
+) -> SplicedRun:
+    """A clean run of ``tokens``, then one intervened run with ``edits``."""
+    clean = clean_run(host, transcoders, tokens)
+    return run_spliced(host, transcoders, tokens[None], clean=clean, edits=[edits],
+                       constrained=constrained, freeze_attention=freeze_attention)
 
 
 def _constrained(host: Host, layers: Iterable[int] | None) -> set[int]:

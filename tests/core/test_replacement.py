@@ -71,3 +71,28 @@ def test_attribute_accepts_sae_lens_transcoders():
     b = tc.attribute(model, theirs, [5, 6, 7, 8], progress=False)
     assert torch.equal(a.node_index, b.node_index)
     assert torch.allclose(a.adjacency.to_dense(), b.adjacency.to_dense(), rtol=1e-12, atol=1e-14)
+
+
+def test_activations_at_stops_after_the_last_site_and_matches_a_full_pass():
+    from tl_circuits.replacement import activations_at
+
+    model = tiny_model("llama", seed=4)
+    tokens = torch.tensor([[4, 9, 33, 2, 17], [8, 21, 5, 5, 40]])
+    sites = ["blocks.1.ln2.hook_normalized", "blocks.0.hook_mlp_out"]
+    before = model(tokens)
+    later = []
+    handle = model.blocks[2].register_forward_hook(lambda *args: later.append(1))
+    try:
+        early = activations_at(as_host(model), tokens, sites)
+        assert later == []  # block 2 never ran
+        full = activations_at(as_host(model), tokens, sites, stop_early=False)
+        assert later == [1]
+    finally:
+        handle.remove()
+    _, cache = model.run_with_cache(tokens, names_filter=sites)
+    for site in sites:
+        assert torch.equal(early[site], full[site]) and torch.equal(early[site], cache[site])
+    assert _n_hooks(model) == 0
+    assert torch.equal(model(tokens), before)  # the stopped pass left nothing behind
+    with pytest.raises(tc.ConfigError, match="no site"):
+        activations_at(as_host(model), tokens, ["blocks.0.hook_nope"])

@@ -12,10 +12,9 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..graph import Graph, TargetInfo
-from ..hosts import as_host
 from ..hosts.base import Host
-from ..replacement import check_compatible, run_replacement
-from ..transcoders import Transcoders, as_transcoders
+from ..replacement import prepare, prompt_tokens, run_replacement
+from ..transcoders import Transcoders
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
 from .pool import choose_pool, fold_features, pool_size
@@ -73,17 +72,14 @@ def attribute(
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
     """
-    host = as_host(model)
-    transcoders = as_transcoders(transcoders)
-    check_compatible(host, transcoders)
-    transcoders = transcoders.to(device=host.device, dtype=host.dtype)
+    host, transcoders = prepare(model, transcoders)
     if feature_pool is not None and feature_pool < 1:
         raise ConfigError(f"feature_pool must be at least 1 (features kept as nodes), got {feature_pool}")
     if batch_size < 1 or update_interval < 1:
         raise ConfigError(
             f"batch_size and update_interval must be at least 1, got {batch_size}, {update_interval}"
         )
-    tokens, prompt_text = _tokens(host, prompt)
+    tokens, prompt_text = prompt_tokens(host, prompt)
     has_bos = host.bos_token_id is not None and int(tokens[0]) == host.bos_token_id
     if has_bos and tokens.numel() == 1:
         raise ConfigError("the prompt holds only the BOS token; give it some text")
@@ -175,29 +171,6 @@ def _attribute_job(
         "rows_computed": computed, "n_active_features": n_active,
         "feature_pool": pool if pool < n_active else None,
     }
-
-
-def _tokens(host: Host, prompt: str | Sequence[int] | torch.Tensor) -> tuple[Int[torch.Tensor, " pos"], str | None]:
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise ConfigError("the prompt is empty; give some text or token ids")
-        tokens, text = host.tokenize(prompt), prompt
-    else:
-        tokens = torch.as_tensor(prompt, dtype=torch.long).flatten() if not isinstance(prompt, torch.Tensor) else prompt
-        if tokens.dim() != 1:
-            raise ConfigError(f"token ids must be 1-D (one prompt), got shape {tuple(tokens.shape)}")
-        tokens, text = tokens.long().cpu(), None
-    if tokens.numel() == 0:
-        raise ConfigError("the prompt is empty; give some text or token ids")
-    if host.n_ctx is not None and tokens.numel() > host.n_ctx:
-        raise ConfigError(
-            f"the prompt is {tokens.numel()} tokens, longer than the model's context of "
-            f"{host.n_ctx}; shorten it"
-        )
-    d_vocab = host.W_U.shape[1]
-    if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
-        raise ConfigError(f"token ids must lie in 0..{d_vocab - 1} (the vocabulary)")
-    return tokens, text
 
 
 def _sparse_adjacency(

@@ -25,8 +25,13 @@ HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 class Host(Protocol):
     """What the core needs from a model. All names below are TransformerLens hook names.
 
-    A host may also offer ``run_traced(tokens, job, *, remote)``: run ``job(host)`` where the
-    model runs (the nnsight host does, for ``attribute(..., remote=...)``).
+    A host may also offer
+    - ``run_traced(tokens, job, *, remote)``: run ``job(host)`` where the model runs (the nnsight
+      host does, for ``attribute(..., remote=...)``);
+    - ``tokenizer``: the model's Hugging Face tokenizer (or None), which training reads to cut
+      texts into contexts;
+    - ``bfloat16_copy()``: a host of a bfloat16 copy of the model (the model itself untouched),
+      which training runs its forward passes on when asked to (``bfloat16_model=True``).
     """
 
     n_layers: int

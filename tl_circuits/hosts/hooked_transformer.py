@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,8 +48,25 @@ class HookedTransformerHost(TokenizerMixin):
     def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
         return self.model.W_U
 
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
     def _tokenizer(self) -> Any:
         return self.model.tokenizer
+
+    def bfloat16_copy(self) -> HookedTransformerHost:
+        """This host's kind on a bfloat16 deep copy of the model (the tokenizer shared, not copied)."""
+        tokenizer = self.model.tokenizer
+        self.model.tokenizer = None
+        try:
+            fast = copy.deepcopy(self.model)
+        finally:
+            self.model.tokenizer = tokenizer
+        fast.tokenizer = tokenizer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return type(self)(fast.to(torch.bfloat16))
 
     def has_hook(self, name: str) -> bool:
         return name in self._hook_names

@@ -11,6 +11,7 @@ its hooks are PyTorch module hooks on the wrapped model. ``run_traced`` instead 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -49,6 +50,10 @@ class HFHost(TokenizerMixin):
 
     def _tokenizer(self) -> Any:
         return self.tokenizer
+
+    def bfloat16_copy(self) -> HFHost:
+        """An ``HFHost`` of a bfloat16 deep copy of the Hugging Face model (tokenizer shared)."""
+        return HFHost(copy.deepcopy(self.hf_model).to(torch.bfloat16), self.tokenizer)
 
     def has_hook(self, name: str) -> bool:
         return name in self.sites.hook_names

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.optim import Optimizer
 
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError, FileFormatError
@@ -26,7 +27,7 @@ def checkpoint_dir(out_dir: Path) -> Path:
 
 def save_checkpoint(
     path: Path, *, step: int, settings: dict[str, Any], module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
 ) -> None:
     """Write ``path`` atomically: the module's state dict, Adam moments, step and settings."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -49,7 +50,7 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: Path, *, settings: dict[str, Any], module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
 ) -> int:
     """Restore module and optimizer from ``path``; return the step to continue from.
 

@@ -15,9 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 
 from tl_circuits.errors import ConfigError
+from tl_circuits.hosts import as_host
+from tl_circuits.replacement import run_spliced, spliced
+from tl_circuits.training.corpus import tokenize_contexts
+from tl_circuits.training.data import bos_to_prepend, check_sites, layer_activations, tokenizer_of
 from tl_circuits.transcoders import Transcoders, as_transcoders
 
 
@@ -26,7 +30,9 @@ def layer_metrics(
     *, skip_first: bool = False, batch: int = 8,
 ) -> dict[str, list[float]]:
     """Per-layer ``fvu``, ``l0`` and ``dead`` (lists indexed by position in ``transcoders.layers``
-    order, which for full sets is the layer index) on ``contexts``."""
+    order, which for full sets is the layer index) on ``contexts``; ``model`` is any model
+    :func:`~tl_circuits.hosts.as_host` adapts, or a host."""
+    host = as_host(model)
     layers = transcoders.layers
     se = torch.zeros(len(layers), dtype=torch.float64)
     sy = torch.zeros(len(layers), dtype=torch.float64)
@@ -37,22 +43,20 @@ def layer_metrics(
     n_tok = 0
     hooks_in = [transcoders.hook_in(la) for la in layers]
     hooks_out = [transcoders.hook_out(la) for la in transcoders.out_layers]
-    from tl_circuits.training.train import activations
-
     with torch.no_grad():
         for lo in range(0, len(contexts), batch):
-            x, y = activations(model, contexts[lo : lo + batch], hooks_in, hooks_out,
-                               skip_first=skip_first)
-            xs = {la: x[i].to(transcoders.W_enc(la).dtype) for i, la in enumerate(layers)}
+            x, y = layer_activations(host, contexts[lo : lo + batch], hooks_in, hooks_out,
+                                     skip_first=skip_first)
+            xs = {la: x[i].to(transcoders.device, transcoders.dtype) for i, la in enumerate(layers)}
             acts = {la: transcoders.encode(la, xs[la]) for la in layers}
             for i, la in enumerate(layers):
-                y_hat = transcoders.reconstruct(la, acts, xs)
-                yl = y[i].double()
+                y_hat = spliced(transcoders, la, acts, xs).cpu()
+                yl = y[i].double().cpu()
                 se[i] += (yl - y_hat.double()).pow(2).sum()
                 syy[i] += yl.pow(2).sum()
                 sum_y[i] += yl.sum(0)
-                l0[i] += (acts[la] > 0).sum()
-                fired[i] |= (acts[la] > 0).any(0)
+                l0[i] += (acts[la] > 0).sum().cpu()
+                fired[i] |= (acts[la] > 0).any(0).cpu()
             n_tok += x.shape[1]
     for i in range(len(layers)):
         sy[i] = sum_y[i].pow(2).sum() / n_tok
@@ -82,35 +86,31 @@ def evaluate_transcoders(
         >>> m = evaluate_transcoders(model, transcoders, ["Some held-out text ..."])  # doctest: +SKIP
         >>> m["mean_fvu"], m["top1_agreement"]  # doctest: +SKIP
     """
-    from tl_circuits.training.corpus import tokenize_contexts
-    from tl_circuits.training.train import _bos_to_prepend
-
+    host = as_host(model)
     transcoders = as_transcoders(transcoders)
-    missing = [h for la in transcoders.layers for h in (transcoders.hook_in(la), transcoders.hook_out(la))
-               if h not in model.hook_dict]
-    if missing:
-        raise ConfigError(f"the model has no hook(s) {missing[:3]} that the transcoders use; "
-                          "these transcoders belong to another model or hook layout.")
-    bos = _bos_to_prepend(model)
+    check_sites(host, [h for la in transcoders.layers
+                       for h in (transcoders.hook_in(la), transcoders.hook_out(la))],
+                "these transcoders belong to another model or hook layout")
+    bos = bos_to_prepend(host)
     if isinstance(texts, torch.Tensor):
         if texts.dim() != 2 or texts.dtype != torch.long:
             raise ConfigError(f"token contexts must be a 2-D long tensor, got {texts.dtype} "
                               f"of shape {tuple(texts.shape)}")
         contexts = texts
     else:
-        contexts = tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
+        contexts = tokenize_contexts(tokenizer_of(host), texts, ctx_len, bos_token_id=bos)
     if max_contexts is not None:
         contexts = contexts[:max_contexts]
-    transcoders = transcoders.to(dtype=model.cfg.dtype)
-    result: dict[str, Any] = layer_metrics(model, transcoders, contexts, skip_first=bos is not None,
+    transcoders = transcoders.to(device=host.device, dtype=host.dtype)
+    result: dict[str, Any] = layer_metrics(host, transcoders, contexts, skip_first=bos is not None,
                                            batch=batch)
     agree, kl_sum, n = 0, 0.0, 0
     start = 1 if bos is not None else 0
     with torch.no_grad():
         for lo in range(0, len(contexts), batch):
             tokens = contexts[lo : lo + batch]
-            clean = model(tokens)[:, start:].double().log_softmax(-1)
-            repl = replacement_logits(model, transcoders, tokens)[:, start:].double().log_softmax(-1)
+            clean = host.forward(tokens.to(host.device))[:, start:].double().log_softmax(-1)
+            repl = replacement_logits(host, transcoders, tokens)[:, start:].double().log_softmax(-1)
             agree += int((clean.argmax(-1) == repl.argmax(-1)).sum())
             kl_sum += float((clean.exp() * (clean - repl)).sum())
             n += clean.shape[0] * clean.shape[1]
@@ -123,22 +123,9 @@ def evaluate_transcoders(
     return result
 
 
-def replacement_logits(model: Any, transcoders: Transcoders, tokens: Int[torch.Tensor, "b pos"]) -> torch.Tensor:
-    """Logits of the model with covered MLP outputs replaced by reconstructions from live inputs."""
-    xs: dict[int, torch.Tensor] = {}
-    acts: dict[int, torch.Tensor] = {}
-
-    def read(layer: int) -> Any:
-        def hook(x: torch.Tensor, hook: Any) -> None:
-            xs[layer] = x
-            acts[layer] = transcoders.encode(layer, x)
-        return hook
-
-    def write(layer: int) -> Any:
-        def hook(y: torch.Tensor, hook: Any) -> torch.Tensor:
-            return transcoders.reconstruct(layer, acts, xs).to(y.dtype)
-        return hook
-
-    fwd = [(transcoders.hook_in(la), read(la)) for la in transcoders.layers]
-    fwd += [(transcoders.hook_out(la), write(la)) for la in transcoders.out_layers]
-    return model.run_with_hooks(tokens, fwd_hooks=fwd)
+def replacement_logits(
+    model: Any, transcoders: Transcoders, tokens: Int[torch.Tensor, "batch pos"]
+) -> Float[torch.Tensor, "batch pos d_vocab"]:
+    """Logits of the model with covered MLP outputs replaced by reconstructions from live inputs
+    (no error terms): :func:`tl_circuits.replacement.run_spliced` without a clean run."""
+    return run_spliced(as_host(model), transcoders, tokens).logits

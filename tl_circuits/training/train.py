@@ -1,7 +1,8 @@
-"""``train_transcoders``: transcoders for every MLP of a HookedTransformer from one forward pass per batch.
+"""``train_transcoders``: transcoders for every MLP of a model, on any host, from one forward pass per batch.
 
 Activations are streamed: each step runs the model on a batch of contexts, reads every layer's
-MLP input and output through hooks, and takes one Adam step for all layers together; nothing is
+MLP input and output through the host's hooks (:func:`tl_circuits.training.data.layer_activations`,
+the pass stopped after the last MLP), and takes one Adam step for all layers together; nothing is
 cached on disk. Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
 resumed run ends with the same weights as an uninterrupted one (the batch and learning rate of a
 step depend only on the seed and the step number).
@@ -9,7 +10,6 @@ step depend only on the seed and the step number).
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 import time
@@ -18,11 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Int
+from torch.optim import Adam
 
 from tl_circuits.errors import ConfigError
+from tl_circuits.hosts import as_host
+from tl_circuits.hosts.base import Host
 from tl_circuits.training import corpus as corpus_mod
 from tl_circuits.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from tl_circuits.training.data import (
+    bos_to_prepend,
+    layer_activations,
+    model_name,
+    tokenizer_of,
+)
+from tl_circuits.training.evaluate import layer_metrics
 from tl_circuits.training.stack import TranscoderStack
 from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
 
@@ -56,9 +65,12 @@ def train_transcoders(
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TranscoderSet | CrossLayerTranscoder:
-    """Train transcoders for every layer of ``model`` (a TransformerLens ``HookedTransformer``).
+    """Train transcoders for every layer of ``model``.
 
     Args:
+        model: any model :func:`~tl_circuits.hosts.as_host` adapts (``HookedTransformer``,
+            ``TransformerBridge``, nnsight ``LanguageModel``, Hugging Face ``*ForCausalLM`` held
+            by an ``HFHost``) with a tokenizer; the texts are cut into contexts by its tokenizer.
         texts: training texts; None uses the default corpus (see docs/training.md).
         kind: ``"topk"`` (exactly ``k`` active features per token and layer) or ``"jumprelu"``
             (learned thresholds, L0 penalised by ``sparsity_coef``).
@@ -73,10 +85,12 @@ def train_transcoders(
         out_dir: where to save the result (SAELens per-layer directories, or a circuit-tracer CLT
             directory); None keeps it in memory only (no checkpoints either).
         resume: continue from the checkpoint left by an interrupted run with the same settings.
-        hook_in / hook_out: hook name patterns with ``{l}`` for the layer.
+        hook_in / hook_out: hook name patterns with ``{l}`` for the layer (TransformerLens names,
+            on every host).
         eval_fraction: share of contexts held out; final metrics on them go into the configs.
         bfloat16_model: run the forward passes on a bfloat16 copy of a float32 CPU model (about
-            twice as fast; the transcoders themselves train in float32 with bfloat16 encoders).
+            twice as fast; the transcoders themselves train in float32 with bfloat16 encoders),
+            where the host can make one (``bfloat16_copy``; every tl_circuits host can).
         callback: called after every step with ``(step, metrics)``.
 
     Returns:
@@ -84,12 +98,12 @@ def train_transcoders(
     """
     if kind not in ("topk", "jumprelu"):
         raise ConfigError(f"kind={kind!r} is not supported; use 'topk' or 'jumprelu'.")
-    cfg = model.cfg
-    L, d_model = cfg.n_layers, cfg.d_model
+    host = as_host(model)
+    L, d_model = host.n_layers, host.d_model
     n_feat: int = d_sae or 4 * d_model
     hooks_in = [hook_in.format(l=la) for la in range(L)]
     hooks_out = [hook_out.format(l=la) for la in range(L)]
-    missing = [h for h in hooks_in + hooks_out if h not in model.hook_dict]
+    missing = [h for h in hooks_in + hooks_out if not host.has_hook(h)]
     if missing:
         raise ConfigError(
             f"the model has no hook(s) {missing[:3]}{'...' if len(missing) > 3 else ''} for the "
@@ -99,13 +113,16 @@ def train_transcoders(
         )
     if not 0 < k <= n_feat:
         raise ConfigError(f"k={k} must lie in 1..d_sae={n_feat}.")
+    if host.n_ctx is not None and ctx_len > host.n_ctx:
+        raise ConfigError(f"ctx_len={ctx_len} is longer than the model's context of {host.n_ctx} "
+                          "tokens; pass a smaller ctx_len.")
     out_path = None if out_dir is None else Path(out_dir)
     if out_path is not None:
         corpus_mod.writable_dir(out_path.parent, "output directory")
     if texts is None:
         texts = corpus_mod.default_texts(model, progress=progress)
-    bos = _bos_to_prepend(model)
-    contexts = corpus_mod.tokenize_contexts(model.tokenizer, texts, ctx_len, bos_token_id=bos)
+    bos = bos_to_prepend(host)
+    contexts = corpus_mod.tokenize_contexts(tokenizer_of(host), texts, ctx_len, bos_token_id=bos)
     train_ctx, eval_ctx = corpus_mod.split_contexts(contexts, eval_fraction)
     batch = min(batch, len(train_ctx))
     per_step = batch * (ctx_len - (bos is not None))
@@ -115,12 +132,12 @@ def train_transcoders(
         "steps": steps, "batch": batch, "ctx_len": ctx_len, "lr": lr, "seed": seed,
         "sparsity_coef": sparsity_coef, "hook_in": hook_in, "hook_out": hook_out,
         "n_train_contexts": len(train_ctx), "n_eval_contexts": len(eval_ctx),
-        "model": str(getattr(cfg, "model_name", "")), "bfloat16_model": bfloat16_model,
+        "model": model_name(model), "bfloat16_model": bfloat16_model,
     }
     stack = TranscoderStack(L, d_model, d_model, n_feat, kind=kind, k=k, skip=skip,
                             cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
-    optimizer = torch.optim.Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
+    optimizer = Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
     ckpt = None if out_path is None else checkpoint_dir(out_path)
     start = 0
     if ckpt is not None and ckpt.is_dir():
@@ -128,7 +145,7 @@ def train_transcoders(
             start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer)
         else:
             shutil.rmtree(ckpt)
-    runner = _fast_copy(model) if bfloat16_model else model
+    runner = _bfloat16_copy(host) if bfloat16_model else host
     dead_after = 20 * per_step
     from tqdm.auto import tqdm
 
@@ -138,7 +155,8 @@ def train_transcoders(
     try:
         for step in range(start, steps):
             ids = _batch_ids(step, batch, len(train_ctx), seed)
-            x, y = activations(runner, train_ctx[ids], hooks_in, hooks_out, skip_first=bos is not None)
+            x, y = layer_activations(runner, train_ctx[ids], hooks_in, hooks_out,
+                                     skip_first=bos is not None)
             if step == 0:
                 stack.init_from_batch(x, y)
             for group in optimizer.param_groups:
@@ -174,8 +192,6 @@ def train_transcoders(
     # Dead in the SAELens sense: silent over the last 20 steps of training (dead_after tokens).
     window = {"dead_last_20_steps": (stack.since_fired >= dead_after).float().mean(-1).tolist()}
     if len(eval_ctx):
-        from tl_circuits.training.evaluate import layer_metrics
-
         window.update(layer_metrics(runner, result, eval_ctx, skip_first=bos is not None))
     _attach_metrics(result, window)
     if out_path is not None:
@@ -183,27 +199,6 @@ def train_transcoders(
         if ckpt is not None and ckpt.exists():
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
-
-
-def activations(
-    model: Any, tokens: Int[torch.Tensor, "batch pos"], hooks_in: list[str], hooks_out: list[str],
-    *, skip_first: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """MLP inputs and outputs of every layer, ``[n_layers, batch * pos, d]`` each, in float32."""
-    store: dict[str, torch.Tensor] = {}
-
-    def grab(t: torch.Tensor, hook: Any) -> None:
-        store[hook.name] = t[:, 1:] if skip_first else t
-
-    last = max(int(h.split(".")[1]) for h in hooks_out) + 1
-    with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=[(h, grab) for h in hooks_in + hooks_out],
-                             stop_at_layer=last)
-
-    def stacked(names: list[str]) -> torch.Tensor:
-        return torch.stack([store[n].reshape(-1, store[n].shape[-1]) for n in names]).float()
-
-    return stacked(hooks_in), stacked(hooks_out)
 
 
 def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[str, list[float]]) -> None:
@@ -232,28 +227,14 @@ def _lr_factor(step: int, steps: int) -> float:
     return 1.0
 
 
-def _bos_to_prepend(model: Any) -> int | None:
-    from tl_circuits.hosts.base import tokenizer_adds_bos
+def _bfloat16_copy(host: Host) -> Host:
+    """A host of a bfloat16 copy of a float32 CPU model, or ``host`` itself (other dtypes and
+    devices, or a host that cannot copy its model)."""
+    make = getattr(host, "bfloat16_copy", None)
+    if make is None or host.dtype != torch.float32 or host.device.type != "cpu":
+        return host
+    return make()
 
-    tok = model.tokenizer
-    if tok is None:
-        raise ConfigError("the model has no tokenizer; training needs one to encode the texts.")
-    return tok.bos_token_id if tokenizer_adds_bos(tok) else None
 
-
-def _fast_copy(model: Any) -> Any:
-    """A bfloat16 copy of a float32 CPU model (the original stays untouched)."""
-    if model.cfg.dtype != torch.float32 or model.cfg.device not in (None, "cpu"):
-        return model
-    tokenizer = model.tokenizer
-    model.tokenizer = None
-    try:
-        fast = copy.deepcopy(model)
-    finally:
-        model.tokenizer = tokenizer
-    fast.tokenizer = tokenizer
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fast.to(torch.bfloat16)
+#: Kept for ``tl_circuits.demo``, which imports it from here; use ``training.data.bos_to_prepend``.
+_bos_to_prepend = bos_to_prepend

@@ -1,13 +1,16 @@
-"""The local replacement model, through hooks only: three freezes, the transcoder splice, error terms.
+"""The frozen replacement model (attribution) and the clean run (interventions): one pass, two uses.
 
 Under the freezes (attention patterns and normalisation scales detached at their clean values)
 and with every MLP output replaced by a constant (its transcoder reconstruction plus an error
-term, error = true MLP output - reconstruction), the map from what each node writes to what each
-node reads is linear. The forward values are the model's own, bit for bit: the splice changes only
-which paths gradients may take (Ameisen et al. 2025, "Circuit Tracing", section 2).
+term, error = true MLP output - reconstruction, :mod:`.splice`), the map from what each node writes
+to what each node reads is linear. The forward values are the model's own, bit for bit: the splice
+changes only which paths gradients may take (Ameisen et al. 2025, "Circuit Tracing", section 2).
 
 A transcoder's linear skip (``W_skip``) is not a node: gradients flow through it, from the MLP
 output back to the transcoder input, so a feature's edge includes paths through later skips.
+
+:func:`clean_run` is the same pass without gradients that also keeps the values at the freeze
+sites: what an intervened run (:mod:`.intervened`) holds fixed.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float, Int
 
-from .errors import ConfigError
-from .hosts.base import HookFn, Host
-from .hosts.base import freeze as freeze_hook
-from .transcoders import Transcoders
+from ..hosts.base import HookFn, Host
+from ..hosts.base import freeze as freeze_hook
+from ..transcoders import Transcoders
+from .splice import error_term
 
 
 @dataclass
 class ReplacementState:
     """What one forward pass of the replacement model leaves behind (batch = copies of a prompt).
 
-    ``x_in`` / ``writes`` / ``embed`` / ``resid_final`` stay in the autograd graph; ``acts`` and
-    ``errors`` are constants read off the first copy.
+    ``x_in`` / ``writes`` / ``embed`` / ``resid_final`` stay in the autograd graph; ``acts``,
+    ``errors`` and ``mlp_out`` are constants read off the first copy. ``frozen`` holds the values
+    at the freeze sites (attention patterns, norm scales), kept by :func:`clean_run` only.
     """
 
     logits: Float[torch.Tensor, "batch pos d_vocab"]
@@ -41,37 +45,7 @@ class ReplacementState:
     acts: dict[int, Float[torch.Tensor, "pos d_sae"]] = field(default_factory=dict)
     errors: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     mlp_out: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
-
-
-def check_compatible(host: Host, transcoders: Transcoders) -> None:
-    """Raise ConfigError if the transcoders cannot be spliced into the host's model."""
-    for layer in transcoders.layers:
-        if not 0 <= layer < host.n_layers:
-            raise ConfigError(
-                f"a transcoder is for layer {layer}, but the model has layers 0..{host.n_layers - 1}; "
-                "load the transcoders that belong to this model"
-            )
-    for name in {transcoders.hook_in(la) for la in transcoders.layers} | {
-        transcoders.hook_out(la) for la in transcoders.out_layers
-    }:
-        if not host.has_hook(name):
-            raise ConfigError(
-                f"the transcoders read or write hook {name!r}, which this model does not have; "
-                "check the transcoders' metadata.hook_name / hook_name_out against the model's "
-                "hook names (e.g. blocks.0.ln2.hook_normalized, blocks.0.hook_mlp_out)"
-            )
-    if transcoders.d_in != host.d_model or transcoders.d_out != host.d_model:
-        raise ConfigError(
-            f"transcoder d_in={transcoders.d_in}, d_out={transcoders.d_out} but the model has "
-            f"d_model={host.d_model}; these transcoders were trained for a different model"
-        )
-    for layer in transcoders.out_layers:
-        if transcoders.hook_out(layer) != host.mlp_out_hook(layer):
-            raise ConfigError(
-                f"layer {layer}'s transcoder writes {transcoders.hook_out(layer)!r}; tl_circuits "
-                f"replaces MLP outputs at {host.mlp_out_hook(layer)!r}: use transcoders whose "
-                "hook_name_out is the MLP output"
-            )
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -81,16 +55,18 @@ def replacement_hooks(
     state: ReplacementState,
     *,
     freeze: bool = True,
+    keep_frozen: bool = False,
 ) -> Iterator[None]:
     """Hooks that freeze, splice and record into ``state`` during one forward pass.
 
     The embedding becomes a leaf that requires grad; each MLP output becomes
     ``y.detach() + (skip(x) - skip(x).detach())``: the same value, a constant to autograd except
-    through the linear skip.
+    through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``.
     """
     hooks: list[tuple[str, HookFn]] = []
     if freeze:
-        hooks += [(name, freeze_hook) for name in host.freeze_hook_names()]
+        hooks += [(name, _keep(state.frozen, name) if keep_frozen else freeze_hook)
+                  for name in host.freeze_hook_names()]
 
     def embed_hook(x: torch.Tensor) -> torch.Tensor:
         leaf = x.detach().requires_grad_(True)
@@ -127,6 +103,31 @@ def run_replacement(
     return state
 
 
+def clean_run(host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"]) -> ReplacementState:
+    """The same pass over one copy of ``tokens``, without gradients, keeping the frozen values:
+    what an intervened run (:func:`~tl_circuits.replacement.run_spliced`) holds fixed.
+
+    ``acts`` holds every layer of the set, ``errors`` every layer of the model (the whole MLP
+    output where no transcoder writes), ``frozen`` every freeze site of the host.
+    """
+    state = ReplacementState(logits=torch.empty(0, 0, 0))
+    with torch.no_grad(), replacement_hooks(host, transcoders, state, keep_frozen=True):
+        state.logits = host.forward(tokens.to(host.device)[None])
+    with torch.no_grad():
+        for layer in transcoders.layers:  # layers no output layer at or after them needed
+            if layer not in state.acts:
+                state.acts[layer] = transcoders.encode(layer, state.x_in[layer][0])
+    return state
+
+
+def _keep(where: dict[str, torch.Tensor], name: str) -> HookFn:
+    def hook(x: torch.Tensor) -> torch.Tensor:
+        where[name] = value = x.detach()
+        return value
+
+    return hook
+
+
 def _record_input(state: ReplacementState, layer: int) -> HookFn:
     def hook(x: torch.Tensor) -> None:
         state.x_in[layer] = x
@@ -148,8 +149,7 @@ def _splice_output(state: ReplacementState, transcoders: Transcoders, layer: int
                 state.acts[source] = transcoders.encode(source, x)
         x_out = state.x_in.get(layer)
         x_first = {la: state.x_in[la][0].detach() for la in state.acts}
-        recon = transcoders.reconstruct(layer, state.acts, x_first)
-        state.errors[layer] = clean[0] - recon
+        state.errors[layer] = error_term(transcoders, layer, clean[0], state.acts, x_first)
         if transcoders.has_skip(layer) and x_out is not None:
             skip = transcoders.skip(layer, x_out)
             out = clean + (skip - skip.detach())

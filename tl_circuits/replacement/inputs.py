@@ -1,0 +1,98 @@
+"""What every run of the replacement model checks first: the transcoders fit the model, the prompt
+is a row of token ids the model can read.
+
+Attribution, interventions and ``check_graph`` all start here, so a wrong set or a bad prompt
+fails the same way, with the same message, whichever function the user called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Int
+
+from ..errors import ConfigError
+from ..hosts import as_host
+from ..hosts.base import Host
+from ..transcoders import Transcoders, as_transcoders
+
+
+def check_compatible(host: Host, transcoders: Transcoders) -> None:
+    """Raise ConfigError if the transcoders cannot be spliced into the host's model."""
+    for layer in transcoders.layers:
+        if not 0 <= layer < host.n_layers:
+            raise ConfigError(
+                f"a transcoder is for layer {layer}, but the model has layers 0..{host.n_layers - 1}; "
+                "load the transcoders that belong to this model"
+            )
+    for name in {transcoders.hook_in(la) for la in transcoders.layers} | {
+        transcoders.hook_out(la) for la in transcoders.out_layers
+    }:
+        if not host.has_hook(name):
+            raise ConfigError(
+                f"the transcoders read or write hook {name!r}, which this model does not have; "
+                "check the transcoders' metadata.hook_name / hook_name_out against the model's "
+                "hook names (e.g. blocks.0.ln2.hook_normalized, blocks.0.hook_mlp_out)"
+            )
+    if transcoders.d_in != host.d_model or transcoders.d_out != host.d_model:
+        raise ConfigError(
+            f"transcoder d_in={transcoders.d_in}, d_out={transcoders.d_out} but the model has "
+            f"d_model={host.d_model}; these transcoders were trained for a different model"
+        )
+    for layer in transcoders.out_layers:
+        if transcoders.hook_out(layer) != host.mlp_out_hook(layer):
+            raise ConfigError(
+                f"layer {layer}'s transcoder writes {transcoders.hook_out(layer)!r}; tl_circuits "
+                f"replaces MLP outputs at {host.mlp_out_hook(layer)!r}: use transcoders whose "
+                "hook_name_out is the MLP output"
+            )
+
+
+def prepare(model: Any, transcoders: Any) -> tuple[Host, Transcoders]:
+    """The host of ``model`` and a copy of ``transcoders`` on its device and in its dtype.
+
+    ``model`` is anything :func:`~tl_circuits.hosts.as_host` adapts, ``transcoders`` anything
+    :func:`~tl_circuits.transcoders.as_transcoders` accepts. Raises ConfigError when the set does
+    not fit the model (:func:`check_compatible`). The user's transcoders are never changed.
+    """
+    host = as_host(model)
+    found = as_transcoders(transcoders)
+    check_compatible(host, found)
+    return host, found.to(device=host.device, dtype=host.dtype)
+
+
+def prompt_tokens(
+    host: Host, prompt: str | Sequence[int] | torch.Tensor
+) -> tuple[Int[torch.Tensor, " pos"], str | None]:
+    """``(token ids, prompt text)`` of ``prompt``: a string is tokenized by the host (BOS only if
+    its tokenizer adds one; the text is kept), token ids are used as given (text None).
+
+    Raises ConfigError for an empty prompt, ids that are not 1-D or outside the vocabulary, and a
+    prompt longer than the model's context.
+
+    Example:
+        >>> prompt_tokens(as_host(model), "The capital of France is")  # doctest: +SKIP
+        (tensor([    1,   504,  3575,   282,  4649,   314]), 'The capital of France is')
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty; give some text or token ids")
+        tokens, text = host.tokenize(prompt), prompt
+    else:
+        tokens = torch.as_tensor(prompt, dtype=torch.long).flatten() if not isinstance(prompt, torch.Tensor) else prompt
+        if tokens.dim() != 1:
+            raise ConfigError(f"token ids must be 1-D (one prompt), got shape {tuple(tokens.shape)}")
+        tokens, text = tokens.long().cpu(), None
+    if tokens.numel() == 0:
+        raise ConfigError("the prompt is empty; give some text or token ids")
+    if host.n_ctx is not None and tokens.numel() > host.n_ctx:
+        raise ConfigError(
+            f"the prompt is {tokens.numel()} tokens, longer than the model's context of "
+            f"{host.n_ctx}; shorten it"
+        )
+    d_vocab = host.W_U.shape[1]
+    if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
+        raise ConfigError(f"token ids must lie in 0..{d_vocab - 1} (the vocabulary)")
+    return tokens, text
