@@ -86,10 +86,10 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
 def held_out_contexts(model: Any, ctx_len: int) -> Any:
     """The default corpus's contexts that ``train_transcoders`` held out (its last 5%)."""
     from tl_circuits.training.corpus import default_texts, split_contexts, tokenize_contexts
-    from tl_circuits.training.train import _bos_to_prepend
+    from tl_circuits.training.data import bos_to_prepend
 
     contexts = tokenize_contexts(model.tokenizer, default_texts(), ctx_len,
-                                 bos_token_id=_bos_to_prepend(model))
+                                 bos_token_id=bos_to_prepend(model))
     return split_contexts(contexts, 0.05)[1]
 
 

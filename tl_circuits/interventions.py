@@ -241,3 +241,18 @@ def _constrained(host: Host, layers: Iterable[int] | None) -> set[int]:
     if bad:
         raise ConfigError(f"constrained_layers {bad} do not exist: the model has layers 0..{host.n_layers - 1}")
     return chosen
+
+
+def run_batch(host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " pos"],
+              edits: list[list[Intervention]], constrained: set[int], freeze_attention: bool,
+              clean: Any = None) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor]:
+    """Deprecated (one release): :func:`tl_circuits.replacement.run_spliced` over ``len(edits)``
+    copies of ``tokens``; returns (logits, activations, final residual), batch first."""
+    import warnings
+
+    warnings.warn("tl_circuits.interventions.run_batch is deprecated; use "
+                  "tl_circuits.replacement.run_spliced", DeprecationWarning, stacklevel=2)
+    clean = clean or clean_run(host, transcoders, tokens)
+    run = run_spliced(host, transcoders, tokens[None].expand(len(edits), -1), clean=clean,
+                      edits=edits, constrained=constrained, freeze_attention=freeze_attention)
+    return run.logits, run.acts, run.resid_final

@@ -236,5 +236,16 @@ def _bfloat16_copy(host: Host) -> Host:
     return make()
 
 
-#: Kept for ``tl_circuits.demo``, which imports it from here; use ``training.data.bos_to_prepend``.
-_bos_to_prepend = bos_to_prepend
+
+def __getattr__(name: str) -> Any:
+    """Deprecated alias (one release): ``activations`` moved to ``training.data.layer_activations``
+    (same arguments, with a model of any host)."""
+    if name == "activations":
+        import warnings
+
+        from .data import layer_activations
+
+        warnings.warn("tl_circuits.training.train.activations moved to "
+                      "tl_circuits.training.data.layer_activations", DeprecationWarning, stacklevel=2)
+        return lambda model, *args, **kw: layer_activations(as_host(model), *args, **kw)
+    raise AttributeError(f"module 'tl_circuits.training.train' has no attribute {name!r}")
