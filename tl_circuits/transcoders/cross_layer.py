@@ -226,10 +226,12 @@ class CrossLayerTranscoder:
     # ---- container ---------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:
+        """Layers whose MLP input is read: ``0..n_layers-1``."""
         return list(range(self.n_layers))
 
     @property
     def out_layers(self) -> list[int]:
+        """Layers whose MLP output is written: ``0..n_layers-1``."""
         return list(range(self.n_layers))
 
     def __len__(self) -> int:
@@ -237,6 +239,7 @@ class CrossLayerTranscoder:
         return self.n_layers
 
     def __contains__(self, layer: object) -> bool:
+        """Whether ``layer`` is one of ``layers``."""
         return isinstance(layer, int) and 0 <= layer < self.n_layers
 
     def __repr__(self) -> str:
@@ -245,23 +248,29 @@ class CrossLayerTranscoder:
 
     # ---- protocol read by the attribution core -------------------------------------------------
     def hook_in(self, layer: int) -> str:
+        """TransformerLens hook ``layer``'s features read, e.g. ``blocks.3.hook_resid_mid``."""
         return self._hook_in[layer]
 
     def hook_out(self, layer: int) -> str:
+        """TransformerLens hook the reconstruction of ``layer`` replaces, e.g. ``blocks.3.hook_mlp_out``."""
         return self._hook_out[layer]
 
     @property
     def d_in(self) -> int:
+        """Width of the inputs read."""
         return int(self._W_enc[0].shape[0])
 
     @property
     def d_out(self) -> int:
+        """Width of the outputs written."""
         return int(self._b_dec[0].shape[0])
 
     def d_sae(self, layer: int) -> int:
+        """Number of features of ``layer``."""
         return int(self._W_enc[layer].shape[1])
 
     def has_skip(self, layer: int) -> bool:
+        """Whether output layer ``layer`` has a skip term (all layers or none)."""
         return self._W_skip is not None
 
     def W_enc(self, layer: int) -> Float[torch.Tensor, "d_in d_sae"]:
@@ -275,10 +284,12 @@ class CrossLayerTranscoder:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the weights."""
         return self._W_enc[0].dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights."""
         return self._W_enc[0].device
 
     def W_dec(self, layer: int) -> Float[torch.Tensor, "d_sae n_out d_out"]:

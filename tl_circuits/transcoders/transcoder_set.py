@@ -159,16 +159,20 @@ class TranscoderSet:
 
     @property
     def d_in(self) -> int:
+        """Width of the inputs read (the same for every layer)."""
         return self._common("d_in")
 
     @property
     def d_out(self) -> int:
+        """Width of the outputs written (the same for every layer)."""
         return self._common("d_out")
 
     def d_sae(self, layer: int) -> int:
+        """Number of features of the layer's transcoder."""
         return self[layer].d_sae
 
     def has_skip(self, layer: int) -> bool:
+        """Whether the layer's transcoder has a skip term ``W_skip [d_out, d_in]``."""
         return self[layer].has_skip
 
     def pre_activation(
@@ -194,10 +198,12 @@ class TranscoderSet:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the weights (of the first layer's transcoder)."""
         return next(iter(self._by_layer.values())).W_enc.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights (of the first layer's transcoder)."""
         return next(iter(self._by_layer.values())).W_enc.device
 
     def decoder_vectors(
