@@ -89,3 +89,59 @@ def test_topk_decode_reads_only_the_active_rows():
     want = torch.stack([F.embedding_bag(idx[la], stack.W_dec_stacked[la], per_sample_weights=vals[la],
                                         mode="sum") for la in range(L)])
     torch.testing.assert_close(out, want)
+
+
+def _raw_reconstruction(stack: TranscoderStack, x):
+    """``y_hat_m`` of the stack's docstring in raw units, from its parameters, layer by layer."""
+    xn = x * stack.in_scale[:, None, None]
+    recon = [stack.b_dec[m] + xn[m] @ stack.W_skip[m].T for m in range(L)]
+    for la in range(L):
+        pre = xn[la] @ stack.W_enc[la] + stack.b_enc[la]
+        vals, idx = pre.topk(K, dim=-1)
+        acts = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+        if stack.cross_layer:
+            rows = stack.W_dec[la].view(S, L - la, D)
+            for j, m in enumerate(range(la, L)):
+                recon[m] = recon[m] + acts @ rows[:, j]
+        else:
+            recon[la] = recon[la] + acts @ stack.W_dec_stacked[la]
+    return torch.stack(recon) / stack.out_scale[:, None, None]
+
+
+@pytest.mark.parametrize("cross_layer", [True, False])
+def test_exported_skip_transcoders_reconstruct_what_the_stack_computes_after_a_round_trip(
+    tmp_path, cross_layer
+):
+    """Issue #15: the stack's W_skip is [d_out, d_in]; the CLT it exported used to apply the
+    transpose (``d_in == d_out``, so no shape check caught it). In float64, so exact to rounding."""
+    from tl_circuits import CrossLayerTranscoder, TranscoderSet
+
+    gen = torch.Generator().manual_seed(4)
+    scales = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64)[:, None, None]
+    x = torch.randn(L, N, D, generator=gen, dtype=torch.float64) * scales
+    y = torch.randn(L, N, D, generator=gen, dtype=torch.float64) / scales
+    stack = TranscoderStack(L, D, D, S, kind="topk", k=K, skip=True, cross_layer=cross_layer,
+                            seed=2).double()
+    stack.init_from_batch(x, y)
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    assert stack.W_skip is not None
+    assert float((stack.W_skip - stack.W_skip.transpose(1, 2)).abs().max()) > 0.1  # not symmetric
+    expected = _raw_reconstruction(stack, x)
+    skip_part = torch.stack([x[m] @ stack.W_skip[m].T for m in range(L)]) * (
+        stack.in_scale / stack.out_scale)[:, None, None]
+    assert float(skip_part.abs().max()) > 0.5  # the skip term matters
+
+    exported = stack.export([f"blocks.{la}.ln2.hook_normalized" for la in range(L)],
+                            [f"blocks.{la}.hook_mlp_out" for la in range(L)], {})
+    exported.save(tmp_path / "out")
+    back = (CrossLayerTranscoder if cross_layer else TranscoderSet).load(tmp_path / "out")
+    assert back.dtype == torch.float64 and back.has_skip(2)
+    xs = dict(enumerate(x))
+    acts = {la: back.encode(la, x[la]) for la in range(L)}
+    got = torch.stack([back.reconstruct(m, acts, xs) for m in range(L)])
+    assert float((got - expected).abs().max()) <= 1e-6
+    # The stack's own forward pass computes the same reconstruction (float64: no bfloat16 encoders).
+    with torch.no_grad():
+        assert float((stack.reconstruct(x) - expected).abs().max()) <= 1e-6

@@ -189,7 +189,7 @@ def test_protocol_decoder_vectors_and_reconstruct():
     x = {la: torch.randn(4, 16, dtype=torch.float64) for la in range(3)}
     acts = {la: clt.encode(la, x[la]) for la in range(3)}
     manual = (acts[0] @ clt.W_dec(0)[:, 2] + acts[1] @ clt.W_dec(1)[:, 1] + acts[2] @ clt.W_dec(2)[:, 0]
-              + clt.b_dec(2) + x[2] @ clt._W_skip[2])
+              + clt.b_dec(2) + x[2] @ clt.W_skip(2).T)
     assert torch.allclose(clt.reconstruct(2, acts, x), manual)
     assert clt.is_cross_layer and clt.layers == clt.out_layers == [0, 1, 2]
     assert clt.hook_out(1) == "blocks.1.hook_mlp_out" and clt.d_sae(0) == 24

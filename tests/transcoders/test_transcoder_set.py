@@ -68,12 +68,18 @@ def test_protocol():
         ts[7]
 
 
-def test_to_casts_in_place_and_returns_self():
+def test_to_returns_a_cast_copy_and_leaves_the_set_as_it_was():
+    """``to`` no longer casts in place (issue #15): a new set of new transcoders comes back."""
     ts = three_layers()
-    assert ts.to(dtype=torch.float64) is ts
-    assert all(p.dtype == torch.float64 for tc in ts for p in tc.parameters())
-    assert ts.encode(1, torch.randn(3, D_IN, dtype=torch.float64)).dtype == torch.float64
-    ts.to(device="cpu")
+    before = [{n: p.clone() for n, p in tc.named_parameters()} for tc in ts]
+    cast = ts.to(dtype=torch.float64)
+    assert cast is not ts and all(a is not b for a, b in zip(cast, ts, strict=True))
+    assert all(p.dtype == torch.float64 for tc in cast for p in tc.parameters())
+    assert cast.encode(1, torch.randn(3, D_IN, dtype=torch.float64)).dtype == torch.float64
+    assert all(p.dtype == torch.float32 for tc in ts for p in tc.parameters())
+    for tc, params in zip(ts, before, strict=True):
+        assert all(torch.equal(p, params[n]) for n, p in tc.named_parameters())
+    assert ts.to(device="cpu") is ts  # nothing to change
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -187,13 +187,16 @@ def target_reads(
 def feature_reads(
     layout: NodeLayout, transcoders: Transcoders, feature_ids: Int[torch.Tensor, " n"]
 ) -> ReadOuts:
-    """Read-outs of feature nodes: encoder rows on the transcoder input (no bias)."""
-    layers = layout.feat_layer[feature_ids].tolist()
+    """Read-outs of feature nodes: encoder rows on the transcoder input (no bias), gathered
+    one layer at a time with ``transcoders.encoder_rows``."""
+    layer_of = layout.feat_layer[feature_ids]
     poss = layout.feat_pos[feature_ids].tolist()
     idxs = layout.feat_idx[feature_ids]
-    vecs = []
-    for la, i in zip(layers, idxs.tolist()):
-        vecs.append(transcoders.W_enc(la)[:, i])
-    d = transcoders.d_in
-    vectors = torch.stack(vecs) if vecs else torch.zeros(0, d)
-    return ReadOuts(list(layers), poss, vectors)
+    if not len(poss):
+        return ReadOuts([], [], torch.zeros(0, transcoders.d_in))
+    vectors = torch.empty(len(poss), transcoders.d_in, dtype=transcoders.dtype,
+                          device=transcoders.device)
+    for la in layer_of.unique().tolist():
+        rows = (layer_of == la).nonzero().flatten()
+        vectors[rows.to(vectors.device)] = transcoders.encoder_rows(la, idxs[rows])
+    return ReadOuts(layer_of.tolist(), poss, vectors)

@@ -10,12 +10,16 @@ and writes the model's raw activations. For layer ``l`` (``x`` its MLP input, ``
 
 with ``src(m) = {m}`` for per-layer transcoders and ``{0..m}`` for a cross-layer transcoder. TopK
 decodes with ``embedding_bag`` over the k active rows (a gather, never a dense [n, d_sae] matmul).
-JumpReLU uses the straight-through estimator of Rajamanoharan et al. 2024 for its threshold.
+JumpReLU uses the straight-through estimator of Rajamanoharan et al. 2024 for its threshold. The
+activation functions and their training forms come from :mod:`tl_circuits.transcoders.activations`,
+the registry the exported transcoders use at inference. ``W_skip_m`` is ``[d_out, d_in]`` here, in
+the exported transcoders (per-layer and cross-layer) and in ``reconstruct``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,38 +27,22 @@ from jaxtyping import Float
 from torch import nn
 
 from tl_circuits.transcoders import CrossLayerTranscoder, Transcoder, TranscoderSet
-
-_BANDWIDTH = 0.05  # JumpReLU straight-through kernel width (normalised units)
-
-
-class _JumpReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, pre, log_thr):  # type: ignore[override]
-        thr = log_thr.exp()
-        ctx.save_for_backward(pre, thr)
-        return pre * (pre > thr).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        pre, thr = ctx.saved_tensors
-        kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
-        g_thr = -thr * thr * kernel * grad  # d/dlog(thr) of pre * H(pre - thr), straight-through
-        return grad * (pre > thr).to(pre.dtype), g_thr.sum(-2, keepdim=True)
+from tl_circuits.transcoders.activations import (
+    jumprelu_ste,
+    step_ste,
+    topk_sparse,
+    trainable_activation,
+)
 
 
-class _Step(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, pre, log_thr):  # type: ignore[override]
-        thr = log_thr.exp()
-        ctx.save_for_backward(pre, thr)
-        return (pre > thr).to(pre.dtype)
+class _Pass(NamedTuple):
+    """One encode-decode pass of every layer, in normalised units."""
 
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        pre, thr = ctx.saved_tensors
-        kernel = ((pre - thr).abs() < _BANDWIDTH / 2).to(pre.dtype) / _BANDWIDTH
-        g_thr = -thr * kernel * grad
-        return None, g_thr.sum(-2, keepdim=True)
+    recon: torch.Tensor  # [L, n, d_out]
+    pre: torch.Tensor  # [L, n, d_sae]
+    fired: torch.Tensor  # [L, d_sae] bool: features active on some token
+    l0: torch.Tensor  # [L] mean active features per token
+    sparsity: torch.Tensor  # [] JumpReLU L0 penalty (straight-through), 0 for TopK
 
 
 class TranscoderStack(nn.Module):
@@ -79,6 +67,7 @@ class TranscoderStack(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        trainable_activation(kind)
         self.n_layers, self.d_in, self.d_out, self.d_sae = n_layers, d_in, d_out, d_sae
         self.kind, self.k, self.skip, self.cross_layer = kind, k, skip, cross_layer
         gen = torch.Generator().manual_seed(seed)
@@ -121,7 +110,7 @@ class TranscoderStack(nn.Module):
         """Every layer's encoder pre-activations in one batched product (bfloat16 on CPU)."""
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
             pre = torch.bmm(xn, self.W_enc)
-        return pre.float() + self.b_enc[:, None, :]
+        return pre.to(xn.dtype) + self.b_enc[:, None, :]
 
     def forward(
         self, x: Float[torch.Tensor, "L n d_in"], y: Float[torch.Tensor, "L n d_out"],
@@ -133,41 +122,9 @@ class TranscoderStack(nn.Module):
         ``embedding_bag``): indexing a stacked parameter layer by layer would make autograd
         write a full-size zero gradient per layer, which used to cost most of a step.
         """
-        L, n = x.shape[0], x.shape[1]
-        xn = x.float() * self.in_scale[:, None, None]
-        yn = y.float() * self.out_scale[:, None, None]
-        base = self.b_dec[:, None, :].expand(L, n, self.d_out)
-        if self.W_skip is not None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
-                skip = torch.bmm(xn, self.W_skip.transpose(1, 2))
-            base = base + skip.float()
-        pre = self.pre_activations(xn)
-        sparsity = torch.zeros(())
-        if self.kind == "topk":
-            vals, idx = pre.topk(self.k, dim=-1, sorted=False)
-            vals = vals.relu()
-            live = vals > 0
-            fired = torch.zeros(L * self.d_sae, dtype=torch.bool)
-            fired[self._flat(idx)[live]] = True
-            fired = fired.view(L, self.d_sae)
-            l0 = live.float().sum(-1).mean(-1)
-            if self.cross_layer:
-                outs = [F.embedding_bag(i, self.decoder(la), per_sample_weights=v, mode="sum")
-                        for la, (i, v) in enumerate(zip(idx.unbind(0), vals.unbind(0), strict=True))]
-            else:
-                outs = self._decode_topk(idx, vals)
-        else:
-            assert self.log_threshold is not None
-            thr = self.log_threshold[:, None, :]
-            acts = _JumpReLU.apply(pre, thr)
-            fired = (acts > 0).any(1)
-            sparsity = _Step.apply(pre, thr).sum(-1).mean()
-            l0 = (acts > 0).float().sum(-1).mean(-1)
-            if self.cross_layer:
-                outs = [a @ self.decoder(la) for la, a in enumerate(acts.unbind(0))]
-            else:
-                outs = torch.bmm(acts, self.W_dec_stacked)
-        recon = self._reconstruct(base, outs)
+        run = self._run(x)
+        recon, pre = run.recon, run.pre
+        yn = y.to(self.W_enc.dtype) * self.out_scale[:, None, None]
         per_layer_se = (recon - yn).pow(2).sum(-1).mean(-1)
         var = (yn - yn.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)
         fvu = per_layer_se / var.clamp_min(1e-12)
@@ -177,9 +134,51 @@ class TranscoderStack(nn.Module):
             aux_loss = self._aux_loss(pre, recon, yn, aux_k, dead_after)
             loss = loss + aux_loss / 32
         if self.kind == "jumprelu":
-            loss = loss + self.sparsity_coef * sparsity
-        return {"loss": loss, "fvu": fvu.detach(), "l0": l0.detach(), "aux": aux_loss.detach(),
-                "fired": fired}
+            loss = loss + self.sparsity_coef * run.sparsity
+        return {"loss": loss, "fvu": fvu.detach(), "l0": run.l0.detach(), "aux": aux_loss.detach(),
+                "fired": run.fired}
+
+    def reconstruct(self, x: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_out"]:
+        """Every layer's reconstruction of its MLP output in raw units, ``y_hat_m`` of the module
+        docstring: what the exported transcoders compute (bfloat16 encoders on CPU in float32,
+        as in training; exact in float64)."""
+        return self._run(x).recon / self.out_scale[:, None, None]
+
+    def _run(self, x: Float[torch.Tensor, "L n d_in"]) -> _Pass:
+        """Encode and decode every layer in batched operations (see ``forward``)."""
+        L, n = x.shape[0], x.shape[1]
+        xn = x.to(self.W_enc.dtype) * self.in_scale[:, None, None]
+        base = self.b_dec[:, None, :].expand(L, n, self.d_out)
+        if self.W_skip is not None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
+                skip = torch.bmm(xn, self.W_skip.transpose(1, 2))
+            base = base + skip.to(xn.dtype)
+        pre = self.pre_activations(xn)
+        sparsity = torch.zeros(())
+        if self.kind == "topk":
+            vals, idx = topk_sparse(pre, self.k)
+            live = vals > 0
+            fired = torch.zeros(L * self.d_sae, dtype=torch.bool)
+            fired[self._flat(idx)[live]] = True
+            fired = fired.view(L, self.d_sae)
+            l0 = live.to(xn.dtype).sum(-1).mean(-1)
+            if self.cross_layer:
+                outs = [F.embedding_bag(i, self.decoder(la), per_sample_weights=v, mode="sum")
+                        for la, (i, v) in enumerate(zip(idx.unbind(0), vals.unbind(0), strict=True))]
+            else:
+                outs = self._decode_topk(idx, vals)
+        else:
+            assert self.log_threshold is not None
+            thr = self.log_threshold[:, None, :]
+            acts = jumprelu_ste(pre, thr)
+            fired = (acts > 0).any(1)
+            sparsity = step_ste(pre, thr).sum(-1).mean()
+            l0 = (acts > 0).to(xn.dtype).sum(-1).mean(-1)
+            if self.cross_layer:
+                outs = [a @ self.decoder(la) for la, a in enumerate(acts.unbind(0))]
+            else:
+                outs = torch.bmm(acts, self.W_dec_stacked)
+        return _Pass(self._reconstruct(base, outs), pre, fired, l0, sparsity)
 
     @torch.no_grad()
     def count_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
@@ -230,7 +229,8 @@ class TranscoderStack(nn.Module):
     def export(
         self, hook_in: list[str], hook_out: list[str], cfg_extra: dict
     ) -> TranscoderSet | CrossLayerTranscoder:
-        """Transcoders in raw units (scales folded in), with ``cfg_extra`` in each config."""
+        """Transcoders in raw units (scales folded in), with ``cfg_extra`` in each config; they
+        compute :meth:`reconstruct` (``W_skip`` stays ``[d_out, d_in]``, the transcoders' layout)."""
         s_in, s_out = self.in_scale, self.out_scale
         W_enc = [(self.W_enc[la] * s_in[la]).clone() for la in range(self.n_layers)]
         thr = None

@@ -1,5 +1,6 @@
 """Transcoders: the protocol every set implements (:mod:`.protocol`), per-layer sets in SAELens
-format, cross-layer transcoders in circuit-tracer format."""
+format, cross-layer transcoders in circuit-tracer format, and the one registry of activation
+functions they and training share (:mod:`.activations`)."""
 
 from tl_circuits.transcoders.cross_layer import CrossLayerTranscoder
 from tl_circuits.transcoders.per_layer import Transcoder

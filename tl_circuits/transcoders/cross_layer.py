@@ -3,24 +3,27 @@
 For layer ``l``'s input ``x_l`` and output layer ``m`` (Ameisen et al. 2025, section 2.1)::
 
     acts_l  = act(x_l @ W_enc[l] + b_enc[l])                          [..., d_sae]
-    y_hat_m = sum_{l <= m} acts_l @ W_dec[l][:, m - l] + b_dec[m] + x_m @ W_skip[m]
+    y_hat_m = sum_{l <= m} acts_l @ W_dec[l][:, m - l] + b_dec[m] + x_m @ W_skip[m].T
 
-``W_dec[l]`` has shape ``[d_sae, n_layers - l, d_out]``. Files use circuit-tracer's layout: for
-each layer ``W_enc_{l}.safetensors`` (``W_enc_{l} [d_sae, d_in]``, ``b_enc_{l}``, ``b_dec_{l}``,
-optional ``threshold_{l}`` and ``W_skip_{l} [d_in, d_out]``) and ``W_dec_{l}.safetensors``
-(``W_dec_{l}``), plus ``config.json`` (hooks, activation, k, training metadata). Directories
-without ``config.json`` load with circuit-tracer's defaults (``hook_resid_mid`` ->
-``hook_mlp_out``, JumpReLU when thresholds are present, else ReLU).
+``W_dec[l]`` has shape ``[d_sae, n_layers - l, d_out]`` and ``W_skip[m]`` ``[d_out, d_in]`` (the
+convention of per-layer transcoders and of the training stack). Files use circuit-tracer's
+layout: for each layer ``W_enc_{l}.safetensors`` (``W_enc_{l} [d_sae, d_in]``, ``b_enc_{l}``,
+``b_dec_{l}``, optional ``threshold_{l}`` and ``W_skip_{l} [d_in, d_out]``, which circuit-tracer
+applies as ``x @ W_skip``) and ``W_dec_{l}.safetensors`` (``W_dec_{l}``), plus ``config.json``
+(hooks, activation, k, training metadata); ``save`` and ``load`` transpose ``W_enc`` and
+``W_skip`` at that boundary only. Directories without ``config.json`` load with circuit-tracer's
+defaults (``hook_resid_mid`` -> ``hook_mlp_out``, JumpReLU when thresholds are present, else ReLU).
 
-The class subclasses :class:`TranscoderSet` so every function typed for the set protocol takes it;
-it overrides the whole protocol (``is_cross_layer = True``).
+The class implements the transcoder protocol (:class:`~tl_circuits.transcoders.Transcoders`)
+itself; it is not a sequence of per-layer transcoders and subclasses none.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +34,23 @@ from safetensors.torch import load_file, save_file
 
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError, FileFormatError
-from tl_circuits.transcoders.transcoder_set import TranscoderSet
+from tl_circuits.transcoders.activations import get_activation
+from tl_circuits.transcoders.checks import check_input_width, check_ndims, check_shapes
 
 CONFIG_FILENAME = "config.json"
 PathLike = str | os.PathLike[str]
+_TENSOR_LISTS = ("_W_enc", "_b_enc", "_W_dec", "_b_dec", "_threshold", "_W_skip")
 
 
-class CrossLayerTranscoder(TranscoderSet):
+class CrossLayerTranscoder:
     """A cross-layer transcoder over layers ``0..n_layers-1`` (see module docstring).
 
     Args:
         W_enc: per layer ``[d_in, d_sae]``; b_enc: per layer ``[d_sae]``.
         W_dec: per layer ``l`` a ``[d_sae, n_layers - l, d_out]`` tensor; b_dec: per layer ``[d_out]``.
         activation: ``"relu"``, ``"jumprelu"`` (``threshold``: per layer ``[d_sae]``) or ``"topk"``
-            (``k``, applied per layer).
-        W_skip: optional, per layer ``[d_in, d_out]``.
+            (``k``, applied per layer); any name registered in :mod:`.activations`.
+        W_skip: optional, per output layer ``[d_out, d_in]`` (``skip = x @ W_skip.T``).
         hook_in / hook_out: per layer TransformerLens hook names read / written.
         extra_config: more JSON-able fields for ``config.json`` (e.g. training settings, metrics).
 
@@ -90,30 +95,22 @@ class CrossLayerTranscoder(TranscoderSet):
         for name, items in lists.items():
             if len(items) != L:
                 raise ConfigError(f"{name} has {len(items)} entries, expected one per layer ({L}).")
+        act = get_activation(activation)
+        check_ndims({"W_enc[0]": (W_enc[0], "[d_in, d_sae]"), "b_dec[0]": (b_dec[0], "[d_out]")})
         d_in, d_sae = W_enc[0].shape
         d_out = b_dec[0].shape[0]
         for la in range(L):
-            shapes = {"W_enc": (W_enc[la], (d_in, d_sae)), "b_enc": (b_enc[la], (d_sae,)),
-                      "W_dec": (W_dec[la], (d_sae, L - la, d_out)), "b_dec": (b_dec[la], (d_out,))}
-            if threshold is not None:
-                shapes["threshold"] = (threshold[la], (d_sae,))
-            if W_skip is not None:
-                shapes["W_skip"] = (W_skip[la], (d_in, d_out))
-            for name, (tensor, shape) in shapes.items():
-                if tuple(tensor.shape) != shape:
-                    raise ConfigError(
-                        f"{name}[{la}] has shape {tuple(tensor.shape)}, expected {shape} "
-                        f"(d_in={d_in}, d_sae={d_sae}, d_out={d_out}, n_layers={L})."
-                    )
-        if activation not in ("relu", "jumprelu", "topk"):
-            raise ConfigError(f"activation={activation!r}; use 'relu', 'jumprelu' or 'topk'.")
-        if (activation == "jumprelu") != (threshold is not None):
-            raise ConfigError("activation='jumprelu' needs thresholds, and only it uses them.")
-        if activation == "topk" and not (isinstance(k, int) and 0 < k <= d_sae):
-            raise ConfigError(f"activation='topk' needs an integer 0 < k <= d_sae={d_sae}, got {k!r}.")
+            check_shapes(
+                {f"W_enc[{la}]": (W_enc[la], (d_in, d_sae)), f"b_enc[{la}]": (b_enc[la], (d_sae,)),
+                 f"W_dec[{la}]": (W_dec[la], (d_sae, L - la, d_out)),
+                 f"b_dec[{la}]": (b_dec[la], (d_out,)),
+                 f"W_skip[{la}]": (None if W_skip is None else W_skip[la], (d_out, d_in))},
+                f"(d_in={d_in}, d_sae={d_sae}, d_out={d_out}, n_layers={L}; W_skip is [d_out, d_in])",
+            )
+            act.check(d_sae, None if threshold is None else threshold[la], k, where=f"[{la}]")
         self.n_layers = L
         self.activation = activation
-        self.k = k if activation == "topk" else None
+        self.k = k
         self._W_enc = [t.detach() for t in W_enc]
         self._b_enc = [t.detach() for t in b_enc]
         self._W_dec = [t.detach() for t in W_dec]
@@ -126,7 +123,7 @@ class CrossLayerTranscoder(TranscoderSet):
 
     # ---- files -------------------------------------------------------------------------------
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls,
         path: PathLike,
         *,
@@ -164,15 +161,16 @@ class CrossLayerTranscoder(TranscoderSet):
             return t.to(device=device, dtype=dtype or t.dtype)
 
         try:
+            top_k = cfg.get("k") if get_activation(activation).uses_k else None
             return cls(
                 W_enc=[cast(e[f"W_enc_{la}"].T.contiguous()) for la, e in enumerate(enc)],
                 b_enc=[cast(e[f"b_enc_{la}"]) for la, e in enumerate(enc)],
                 W_dec=[cast(d[f"W_dec_{la}"]) for la, d in enumerate(dec)],
                 b_dec=[cast(e[f"b_dec_{la}"]) for la, e in enumerate(enc)],
                 threshold=[cast(e[f"threshold_{la}"]) for la, e in enumerate(enc)] if has_thr else None,
-                W_skip=([cast(e[f"W_skip_{la}"]) for la, e in enumerate(enc)]
+                W_skip=([cast(e[f"W_skip_{la}"].T.contiguous()) for la, e in enumerate(enc)]
                         if f"W_skip_{0}" in enc[0] else None),
-                activation=activation, k=cfg.get("k"),
+                activation=activation, k=top_k,
                 hook_in=[f"blocks.{la}.{in_suffix}" for la in range(n)],
                 hook_out=[f"blocks.{la}.{out_suffix}" for la in range(n)],
                 extra_config={k: v for k, v in cfg.items() if k in ("training", "metrics")},
@@ -181,7 +179,8 @@ class CrossLayerTranscoder(TranscoderSet):
             raise FileFormatError(f"CLT files in {root} do not fit together: {exc}") from exc
 
     def save(self, path: PathLike) -> None:
-        """Write the circuit-tracer layout plus ``config.json`` to ``path``, atomically."""
+        """Write the circuit-tracer layout plus ``config.json`` to ``path``, atomically
+        (``W_enc`` and ``W_skip`` transposed to circuit-tracer's ``[d_sae, d_in]`` and ``[d_in, d_out]``)."""
         cfg = {
             "model_kind": "cross_layer_transcoder",
             "feature_input_hook": _suffix(self._hook_in[0]),
@@ -198,7 +197,7 @@ class CrossLayerTranscoder(TranscoderSet):
                 if self._threshold is not None:
                     enc[f"threshold_{la}"] = self._threshold[la]
                 if self._W_skip is not None:
-                    enc[f"W_skip_{la}"] = self._W_skip[la]
+                    enc[f"W_skip_{la}"] = self._W_skip[la].T  # circuit-tracer: [d_in, d_out]
                 save_file({k: v.detach().cpu().contiguous() for k, v in enc.items()},
                           str(tmp / f"W_enc_{la}.safetensors"))
                 save_file({f"W_dec_{la}": self._W_dec[la].detach().cpu().contiguous()},
@@ -208,32 +207,39 @@ class CrossLayerTranscoder(TranscoderSet):
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> CrossLayerTranscoder:
-        """Move or cast every tensor in place and return ``self``."""
-        for name in ("_W_enc", "_b_enc", "_W_dec", "_b_dec", "_threshold", "_W_skip"):
+        """This transcoder on ``device`` in ``dtype``: a new object (tensors that need no
+        conversion are shared), or ``self`` when nothing changes; ``self`` is never changed."""
+        moved = {}
+        for name in _TENSOR_LISTS:
             items = getattr(self, name)
-            if items is not None:
-                setattr(self, name, [t.to(device=device, dtype=dtype or t.dtype) for t in items])
-        return self
+            moved[name] = None if items is None else [t.to(device=device, dtype=dtype) for t in items]
+        if all(moved[n] is None or all(a is b for a, b in zip(moved[n], getattr(self, n), strict=True))
+               for n in _TENSOR_LISTS):
+            return self
+        new = copy.copy(self)
+        for name, items in moved.items():
+            setattr(new, name, items)
+        new._hook_in, new._hook_out = list(self._hook_in), list(self._hook_out)
+        new.extra_config = copy.deepcopy(self.extra_config)
+        return new
 
     # ---- container ---------------------------------------------------------------------------
     @property
     def layers(self) -> list[int]:
+        """Layers whose MLP input is read: ``0..n_layers-1``."""
         return list(range(self.n_layers))
 
     @property
     def out_layers(self) -> list[int]:
+        """Layers whose MLP output is written: ``0..n_layers-1``."""
         return list(range(self.n_layers))
 
-    def __getitem__(self, layer: int) -> Any:
-        raise TypeError("a CrossLayerTranscoder has no per-layer Transcoder; use its methods.")
-
     def __len__(self) -> int:
+        """Number of layers (``len(clt.layers)``)."""
         return self.n_layers
 
-    def __iter__(self) -> Iterator[Any]:
-        raise TypeError("a CrossLayerTranscoder is not a sequence of per-layer transcoders.")
-
     def __contains__(self, layer: object) -> bool:
+        """Whether ``layer`` is one of ``layers``."""
         return isinstance(layer, int) and 0 <= layer < self.n_layers
 
     def __repr__(self) -> str:
@@ -242,26 +248,33 @@ class CrossLayerTranscoder(TranscoderSet):
 
     # ---- protocol read by the attribution core -------------------------------------------------
     def hook_in(self, layer: int) -> str:
+        """TransformerLens hook ``layer``'s features read, e.g. ``blocks.3.hook_resid_mid``."""
         return self._hook_in[layer]
 
     def hook_out(self, layer: int) -> str:
+        """TransformerLens hook the reconstruction of ``layer`` replaces, e.g. ``blocks.3.hook_mlp_out``."""
         return self._hook_out[layer]
 
     @property
     def d_in(self) -> int:
+        """Width of the inputs read."""
         return int(self._W_enc[0].shape[0])
 
     @property
     def d_out(self) -> int:
+        """Width of the outputs written."""
         return int(self._b_dec[0].shape[0])
 
     def d_sae(self, layer: int) -> int:
+        """Number of features of ``layer``."""
         return int(self._W_enc[layer].shape[1])
 
     def has_skip(self, layer: int) -> bool:
+        """Whether output layer ``layer`` has a skip term (all layers or none)."""
         return self._W_skip is not None
 
     def W_enc(self, layer: int) -> Float[torch.Tensor, "d_in d_sae"]:
+        """Encoder ``[d_in, d_sae]`` of ``layer``'s features."""
         return self._W_enc[layer]
 
     def encoder_rows(self, layer: int, feature_idx: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, "n d_in"]:
@@ -271,10 +284,12 @@ class CrossLayerTranscoder(TranscoderSet):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the weights."""
         return self._W_enc[0].dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights."""
         return self._W_enc[0].device
 
     def W_dec(self, layer: int) -> Float[torch.Tensor, "d_sae n_out d_out"]:
@@ -282,43 +297,46 @@ class CrossLayerTranscoder(TranscoderSet):
         return self._W_dec[layer]
 
     def b_dec(self, layer: int) -> Float[torch.Tensor, " d_out"]:
+        """Decoder bias of output layer ``layer``."""
         return self._b_dec[layer]
+
+    def W_skip(self, layer: int) -> Float[torch.Tensor, "d_out d_in"] | None:
+        """Skip matrix ``[d_out, d_in]`` of output layer ``layer`` (None without a skip)."""
+        return None if self._W_skip is None else self._W_skip[layer]
 
     def pre_activation(
         self, layer: int, x: Float[torch.Tensor, "... d_in"]
     ) -> Float[torch.Tensor, "... d_sae"]:
-        if x.shape[-1] != self.d_in:
-            raise ConfigError(f"CLT layer {layer} expects d_in={self.d_in}, got shape {tuple(x.shape)}.")
+        """``x @ W_enc[layer] + b_enc[layer]``; ``x`` is cast to the weights' dtype."""
+        check_input_width(x, self.d_in, f"CLT layer {layer}")
         W = self._W_enc[layer]
         return x.to(W.dtype) @ W + self._b_enc[layer]
 
     def encode(
         self, layer: int, x: Float[torch.Tensor, "... d_in"]
     ) -> Float[torch.Tensor, "... d_sae"]:
-        pre = self.pre_activation(layer, x)
-        if self.activation == "relu":
-            return pre.relu()
-        if self.activation == "jumprelu":
-            assert self._threshold is not None
-            return pre.relu() * (pre > self._threshold[layer]).to(pre.dtype)
-        assert self.k is not None
-        values, indices = torch.topk(pre, k=self.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+        """Feature activations of ``layer`` (the activation of :mod:`.activations`)."""
+        threshold = None if self._threshold is None else self._threshold[layer]
+        return get_activation(self.activation)(
+            self.pre_activation(layer, x), threshold=threshold, k=self.k
+        )
 
     def decoder_vectors(
         self, layer: int, feature_idx: Int[torch.Tensor, " n"]
     ) -> dict[int, Float[torch.Tensor, "n d_out"]]:
+        """Decoder rows of features ``feature_idx`` of ``layer``, one entry per later layer."""
         rows = self._W_dec[layer][feature_idx.to(self._W_dec[layer].device)]
         return {layer + j: rows[:, j] for j in range(self.n_layers - layer)}
 
     def skip(
         self, out_layer: int, x: Float[torch.Tensor, "... d_in"]
     ) -> Float[torch.Tensor, "... d_out"]:
+        """``x @ W_skip[out_layer].T`` (zeros without a skip)."""
         b = self._b_dec[out_layer]
         if self._W_skip is None:
             return torch.zeros((*x.shape[:-1], self.d_out), dtype=b.dtype, device=b.device)
         W = self._W_skip[out_layer]
-        return x.to(W.dtype) @ W
+        return x.to(W.dtype) @ W.T
 
     def reconstruct(
         self,

@@ -9,7 +9,9 @@ al. 2025, "Circuit tracing", section 2.1), for ``x`` of shape ``[..., d_in]``::
           | relu of the k largest entries of pre, 0 else    activation="topk"
     out   = acts @ W_dec + b_dec + x @ W_skip.T             [..., d_out]  (W_skip optional)
 
-Weights follow sae_lens' shapes and names, and ``save``/``load`` use its directory format.
+The activation functions (and any a release format registers) live in :mod:`.activations`.
+Weights follow sae_lens' shapes and names (``W_skip`` is ``[d_out, d_in]``), and ``save``/``load``
+use its directory format.
 """
 
 import copy
@@ -25,6 +27,8 @@ from torch import nn
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError
 from tl_circuits.transcoders import saelens_io
+from tl_circuits.transcoders.activations import get_activation
+from tl_circuits.transcoders.checks import check_input_width, check_ndims, check_shapes
 from tl_circuits.transcoders.saelens_io import TranscoderSpec
 
 _LAYER_RE = re.compile(r"blocks\.(\d+)\.")
@@ -50,12 +54,13 @@ class Transcoder(nn.Module):
         hook_name / hook_name_out: the TransformerLens hooks read and written; the layer is
             parsed from ``hook_name``.
         activation: ``"relu"``, ``"jumprelu"`` (needs ``threshold [d_sae]``) or ``"topk"``
-            (needs ``k``).
+            (needs ``k``); any name registered in :mod:`.activations`.
         W_skip: optional ``[d_out, d_in]`` linear skip connection.
         cfg: the SAELens ``cfg.json`` dictionary, kept whole so ``save`` writes it back unchanged;
             built from the arguments when omitted.
 
-    The tensors become frozen ``nn.Parameter``s sharing storage with the arguments.
+    The tensors become frozen ``nn.Parameter``s sharing storage with the arguments. ``to`` is
+    ``nn.Module.to`` (in place); :meth:`converted` returns a moved or cast copy instead.
 
     Example:
         >>> import torch
@@ -129,26 +134,14 @@ class Transcoder(nn.Module):
         self, x: Float[torch.Tensor, "... d_in"]
     ) -> Float[torch.Tensor, "... d_sae"]:
         """``x @ W_enc + b_enc``; ``x`` is cast to the weights' dtype (as sae_lens does)."""
-        if x.shape[-1] != self.d_in:
-            raise ConfigError(
-                f"transcoder for {self.hook_name!r} expects inputs with last dimension "
-                f"d_in={self.d_in}, got shape {tuple(x.shape)}."
-            )
+        check_input_width(x, self.d_in, f"transcoder for {self.hook_name!r}")
         return x.to(self.W_enc.dtype) @ self.W_enc + self.b_enc
 
     def activation_fn(
         self, pre: Float[torch.Tensor, "... d_sae"]
     ) -> Float[torch.Tensor, "... d_sae"]:
         """Feature activations from pre-activations (relu, jumprelu or topk; see module doc)."""
-        if self.activation == "relu":
-            return pre.relu()
-        if self.activation == "jumprelu":
-            assert self.threshold is not None
-            return pre.relu() * (pre > self.threshold).to(pre.dtype)
-        assert self.k is not None
-        # Same as sae_lens.saes.topk_sae.TopK: keep the k largest, relu them, zero the rest.
-        values, indices = torch.topk(pre, k=self.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+        return get_activation(self.activation)(pre, threshold=self.threshold, k=self.k)
 
     def encode(self, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """Feature activations ``activation_fn(pre_activation(x))``."""
@@ -179,6 +172,29 @@ class Transcoder(nn.Module):
         )
 
     # ---- files and conversion ----------------------------------------------------------------
+    def converted(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> "Transcoder":
+        """This transcoder on ``device`` in ``dtype`` as a new object (tensors that need no
+        conversion are shared), or ``self`` when nothing changes; ``self`` is never changed."""
+        params = dict(self.named_parameters())
+        moved = {name: p.to(device=device, dtype=dtype) for name, p in params.items()}
+        if all(moved[name] is p for name, p in params.items()):
+            return self
+        return Transcoder(
+            moved["W_enc"],
+            moved["b_enc"],
+            moved["W_dec"],
+            moved["b_dec"],
+            hook_name=self.hook_name,
+            hook_name_out=self.hook_name_out,
+            activation=self.activation,
+            threshold=moved.get("threshold"),
+            k=self.k,
+            W_skip=moved.get("W_skip"),
+            cfg=self.cfg,
+        )
+
     def state_for_saving(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(cfg, tensors) as written to disk; ``cfg["dtype"]`` follows the current weights."""
         cfg = copy.deepcopy(self.cfg)
@@ -247,43 +263,21 @@ def _check_arguments(
     hook_name: str,
     hook_name_out: str,
 ) -> TranscoderSpec:
-    if activation not in saelens_io.ACTIVATIONS:
-        raise ConfigError(
-            f"activation={activation!r} is not supported; use one of {saelens_io.ACTIVATIONS}."
-        )
-    if W_enc.ndim != 2 or W_dec.ndim != 2:
-        raise ConfigError(
-            f"W_enc and W_dec must be matrices [d_in, d_sae] and [d_sae, d_out]; got shapes "
-            f"{tuple(W_enc.shape)} and {tuple(W_dec.shape)}."
-        )
+    act = get_activation(activation)
+    check_ndims({"W_enc": (W_enc, "[d_in, d_sae]"), "W_dec": (W_dec, "[d_sae, d_out]")})
     d_in, d_sae = W_enc.shape
     d_out = W_dec.shape[1]
-    expected = {"W_dec": (d_sae, d_out), "b_enc": (d_sae,), "b_dec": (d_out,)}
-    given: dict[str, torch.Tensor | None] = {"W_dec": W_dec, "b_enc": b_enc, "b_dec": b_dec}
-    if W_skip is not None:
-        expected["W_skip"], given["W_skip"] = (d_out, d_in), W_skip
-    if activation == "jumprelu":
-        if threshold is None:
-            raise ConfigError("activation='jumprelu' needs a threshold tensor of shape [d_sae].")
-        expected["threshold"], given["threshold"] = (d_sae,), threshold
-    elif threshold is not None:
-        raise ConfigError(f"threshold is only used by activation='jumprelu', not {activation!r}.")
-    for name, shape in expected.items():
-        tensor = given[name]
-        assert tensor is not None
-        if tuple(tensor.shape) != shape:
-            raise ConfigError(
-                f"{name} has shape {tuple(tensor.shape)}, expected {shape} from W_enc "
-                f"{tuple(W_enc.shape)} = [d_in, d_sae] and W_dec {tuple(W_dec.shape)} = "
-                "[d_sae, d_out] (W_dec's rows must equal W_enc's columns)."
-            )
-    if activation == "topk":
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= d_sae:
-            raise ConfigError(
-                f"activation='topk' needs an integer k with 0 < k <= d_sae={d_sae}, got {k!r}."
-            )
-    elif k is not None:
-        raise ConfigError(f"k is only used by activation='topk', not {activation!r}.")
+    check_shapes(
+        {
+            "W_dec": (W_dec, (d_sae, d_out)),
+            "b_enc": (b_enc, (d_sae,)),
+            "b_dec": (b_dec, (d_out,)),
+            "W_skip": (W_skip, (d_out, d_in)),
+        },
+        f"from W_enc {tuple(W_enc.shape)} = [d_in, d_sae] and W_dec {tuple(W_dec.shape)} = "
+        "[d_sae, d_out] (W_dec's rows must equal W_enc's columns; W_skip is [d_out, d_in])",
+    )
+    act.check(d_sae, threshold, k)
     layer_of_hook(hook_name)
     has_skip = W_skip is not None
     return TranscoderSpec(

@@ -11,7 +11,8 @@ For output layer ``m``, with ``acts[l]`` the activations of layer ``l`` and ``x[
 
 Implementations: :class:`~tl_circuits.transcoders.TranscoderSet` (per-layer),
 :class:`~tl_circuits.transcoders.CrossLayerTranscoder`, and any object with these members
-(memory-mapped sets, converted releases). None of them inherits from another.
+(memory-mapped sets, converted releases). None of them inherits from another. Their activation
+functions come from one registry, :mod:`~tl_circuits.transcoders.activations`.
 ``to(device, dtype)`` returns a new object and never changes the one it is called on, so a
 library function that casts the user's transcoders leaves them as they were.
 """
@@ -130,13 +131,18 @@ def as_transcoders(obj: Any) -> Transcoders:
     """
     if isinstance(obj, Transcoders):
         return obj
+    from .per_layer import Transcoder
     from .saelens_io import is_sae_lens_transcoder
     from .transcoder_set import TranscoderSet
 
-    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)) and len(obj) > 0:
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        if len(obj) == 0:
+            raise ConfigError(
+                f"expected transcoders, got an empty {type(obj).__name__}; pass at least one "
+                "transcoder (a list with one per-layer transcoder per layer), a TranscoderSet or a "
+                "CrossLayerTranscoder"
+            )
         return TranscoderSet(list(obj))
-    from .per_layer import Transcoder
-
     if isinstance(obj, Transcoder) or is_sae_lens_transcoder(obj):
         return TranscoderSet([obj])
     raise ConfigError(

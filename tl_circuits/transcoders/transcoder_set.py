@@ -1,8 +1,9 @@
-"""TranscoderSet: one per-layer transcoder for each MLP, behind the protocol the attribution core reads.
+"""TranscoderSet: one per-layer transcoder for each MLP, implementing the transcoder protocol
+(:class:`~tl_circuits.transcoders.protocol.Transcoders`).
 
-The protocol is written so that a cross-layer transcoder can implement it too: decoder rows are
-returned per output layer, and a reconstruction takes the activations and inputs of every layer.
-For a per-layer set, layer ``l``'s features write only to layer ``l``::
+Decoder rows are returned per output layer and a reconstruction takes the activations and inputs
+of every layer, as for a cross-layer transcoder; for a per-layer set, layer ``l``'s features
+write only to layer ``l``::
 
     decoder_vectors(l, idx) = {l: W_dec[l][idx]}
     reconstruct(l, acts, x) = acts[l] @ W_dec[l] + b_dec[l] + x[l] @ W_skip[l].T
@@ -48,15 +49,19 @@ class TranscoderSet:
         if isinstance(transcoders, Transcoder) or saelens_io.is_sae_lens_transcoder(transcoders):
             raise ConfigError("TranscoderSet takes a list of transcoders; wrap the one in [...].")
         by_layer: dict[int, Transcoder] = {}
-        for item in transcoders:
+        for i, item in enumerate(transcoders):
             if isinstance(item, Transcoder):
                 tc = item
             elif saelens_io.is_sae_lens_transcoder(item):
                 tc = Transcoder.from_sae_lens(item)
             else:
+                hint = (
+                    " A set of transcoders (such as a CrossLayerTranscoder) is passed on its own, "
+                    "not in a list." if hasattr(item, "reconstruct") else ""
+                )
                 raise ConfigError(
-                    f"expected a tl_circuits Transcoder or a sae_lens transcoder, got "
-                    f"{type(item).__name__}."
+                    f"item {i} of the list: expected a tl_circuits Transcoder or a sae_lens "
+                    f"transcoder, got {type(item).__name__}.{hint}"
                 )
             if tc.layer in by_layer:
                 raise ConfigError(
@@ -96,15 +101,23 @@ class TranscoderSet:
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "TranscoderSet":
-        """Move or cast every transcoder in place (like ``nn.Module.to``) and return ``self``."""
-        kwargs: dict[str, Any] = {}
-        if device is not None:
-            kwargs["device"] = device
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        for tc in self._by_layer.values():
-            tc.to(**kwargs)
-        return self
+        """This set on ``device`` in ``dtype``: a new set of new ``Transcoder`` objects (tensors
+        that need no conversion are shared), or ``self`` when nothing changes. Neither this set
+        nor the transcoders it holds are changed (unlike ``nn.Module.to``).
+
+        Example:
+            >>> import torch
+            >>> ts = TranscoderSet([Transcoder(torch.randn(8, 16), torch.zeros(16),
+            ...     torch.randn(16, 8), torch.zeros(8), hook_name="blocks.0.ln2.hook_normalized",
+            ...     hook_name_out="blocks.0.hook_mlp_out")])
+            >>> ts.to(dtype=torch.float64).dtype, ts.dtype
+            (torch.float64, torch.float32)
+        """
+        old = list(self._by_layer.values())
+        new = [tc.converted(device=device, dtype=dtype) for tc in old]
+        if all(a is b for a, b in zip(old, new, strict=True)):
+            return self
+        return TranscoderSet(new)
 
     # ---- container ---------------------------------------------------------------------------
     @property
@@ -146,16 +159,20 @@ class TranscoderSet:
 
     @property
     def d_in(self) -> int:
+        """Width of the inputs read (the same for every layer)."""
         return self._common("d_in")
 
     @property
     def d_out(self) -> int:
+        """Width of the outputs written (the same for every layer)."""
         return self._common("d_out")
 
     def d_sae(self, layer: int) -> int:
+        """Number of features of the layer's transcoder."""
         return self[layer].d_sae
 
     def has_skip(self, layer: int) -> bool:
+        """Whether the layer's transcoder has a skip term ``W_skip [d_out, d_in]``."""
         return self[layer].has_skip
 
     def pre_activation(
@@ -171,6 +188,7 @@ class TranscoderSet:
         return self[layer].encode(x)
 
     def W_enc(self, layer: int) -> Float[torch.Tensor, "d_in d_sae"]:
+        """The encoder ``[d_in, d_sae]`` of the layer's transcoder (``self[layer].W_enc``)."""
         return self[layer].W_enc
 
     def encoder_rows(self, layer: int, feature_idx: Int[torch.Tensor, " n"]) -> Float[torch.Tensor, "n d_in"]:
@@ -180,10 +198,12 @@ class TranscoderSet:
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the weights (of the first layer's transcoder)."""
         return next(iter(self._by_layer.values())).W_enc.dtype
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights (of the first layer's transcoder)."""
         return next(iter(self._by_layer.values())).W_enc.device
 
     def decoder_vectors(
