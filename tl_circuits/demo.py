@@ -72,6 +72,7 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
         f"(cached in {out}); Ctrl-C is safe, the next run resumes.")
     settings = BUDGETS[budget]
     transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
+    assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
     ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out)
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
