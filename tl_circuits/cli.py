@@ -42,9 +42,24 @@ def _model_options(p: argparse.ArgumentParser, transcoders_required: bool = Fals
                    "CLT folder; default: the demo set cached by `tl-circuits demo`")
 
 
-def _prompt(text: str) -> str:
+def _prompt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat", action="store_true",
+                   help="PROMPT is a user message: apply the tokenizer's chat template (with the "
+                   "generation prompt) instead of encoding PROMPT as plain text")
+    p.add_argument("--no-bos", action="store_true",
+                   help="do not put the model's BOS token in front of a plain-text PROMPT")
+
+
+def _prompt(args: argparse.Namespace) -> Any:
+    """The prompt as the library takes it: the text, or one user message with --chat."""
+    text = args.prompt
     if not text.strip():
         raise ConfigError("the prompt is empty; give some text, e.g. \"The capital of France is\".")
+    if getattr(args, "chat", False):
+        if getattr(args, "no_bos", False):
+            raise ConfigError("--no-bos applies to plain-text prompts; with --chat the chat "
+                              "template decides the special tokens")
+        return [{"role": "user", "content": text}]
     return text
 
 
@@ -74,6 +89,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompt")
     _model_options(p)
+    _prompt_options(p)
     p.add_argument("--out", default="graph.safetensors", help="graph file (default graph.safetensors)")
     p.add_argument("--max-feature-nodes", type=int, default=256,
                    help="feature rows to compute, chosen by influence (default 256; -1: all)")
@@ -92,7 +108,7 @@ def _run_attribute(args: argparse.Namespace) -> int:
     import tl_circuits as tc
     from tl_circuits.graph.describe import summarize
 
-    prompt = _prompt(args.prompt)
+    prompt = _prompt(args)
     targets = None
     if args.target:
         if any(len(t) > 2 for t in args.target):
@@ -103,7 +119,7 @@ def _run_attribute(args: argparse.Namespace) -> int:
     tc_path = transcoder_path(args.transcoders, args.model)
     transcoders = load_transcoders(tc_path)
     model = load()
-    graph = tc.attribute(model, transcoders, prompt, targets=targets, max_n_logits=args.max_n_logits,
+    graph = tc.attribute(model, transcoders, prompt, prepend_bos=not args.no_bos, targets=targets, max_n_logits=args.max_n_logits,
                          max_feature_nodes=None if args.max_feature_nodes < 0 else args.max_feature_nodes,
                          feature_pool=args.feature_pool, batch_size=args.batch_size)
     graph.save(args.out)
@@ -237,6 +253,7 @@ def _add_intervene(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompt")
     _model_options(p)
+    _prompt_options(p)
     p.add_argument("--set", action="append", default=[], metavar="L:P:F=V",
                    help="set feature F of layer L at position P (negative: from the end) to V")
     p.add_argument("--scale", action="append", default=[], metavar="L:P:F=V", help="multiply it by V")
@@ -263,7 +280,7 @@ def _run_intervene(args: argparse.Namespace) -> int:
     import tl_circuits as tc
     from tl_circuits.hosts import as_host
 
-    prompt = _prompt(args.prompt)
+    prompt = _prompt(args)
     edits: list[Any] = [_parse_edit(s, "set") for s in args.set] + [_parse_edit(s, "scale") for s in args.scale]
     graph = tc.Graph.load(args.graph) if args.graph else None
     for item in args.supernode:
@@ -276,8 +293,9 @@ def _run_intervene(args: argparse.Namespace) -> int:
     load = model_loader(args.model)
     transcoders = load_transcoders(transcoder_path(args.transcoders, args.model))
     model = load()
-    clean = tc.intervene(model, transcoders, prompt, [], graph=graph).logits[-1].softmax(-1)
-    new = tc.intervene(model, transcoders, prompt, edits, graph=graph).logits[-1].softmax(-1)
+    bos = not args.no_bos
+    clean = tc.intervene(model, transcoders, prompt, [], prepend_bos=bos, graph=graph).logits[-1].softmax(-1)
+    new = tc.intervene(model, transcoders, prompt, edits, prepend_bos=bos, graph=graph).logits[-1].softmax(-1)
     host = as_host(model)
     for name, probs in (("clean", clean), ("intervened", new)):
         top = torch.topk(probs, args.top)
@@ -285,7 +303,8 @@ def _run_intervene(args: argparse.Namespace) -> int:
                           zip(host.token_strings(top.indices.tolist()), top.values))
         _say(f"{name:>10}: {words}")
     if args.generate:
-        ids = tc.generate(model, transcoders, prompt, args.generate, interventions=edits, graph=graph)
+        ids = tc.generate(model, transcoders, prompt, args.generate, prepend_bos=bos,
+                          interventions=edits, graph=graph)
         _say("generated: " + repr("".join(host.token_strings(ids))))
     return 0
 

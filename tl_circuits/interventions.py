@@ -12,7 +12,7 @@ clean-run values. The runs themselves are :mod:`tl_circuits.replacement`'s (``cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 
 from .errors import ConfigError
 from .hosts.base import Host
+from .hosts.prompts import PromptLike
 from .replacement import SplicedRun, clean_run, prepare, prompt_tokens, run_spliced
 from .transcoders import Transcoders
 
@@ -57,9 +58,10 @@ class InterventionResult:
 def intervene(
     model: Any,
     transcoders: Any,
-    prompt: str | Sequence[int] | torch.Tensor,
+    prompt: PromptLike,
     interventions: Iterable[Any],
     *,
+    prepend_bos: bool = True,
     constrained_layers: Iterable[int] | None = None,
     freeze_attention: bool = True,
     graph: Any = None,
@@ -67,6 +69,8 @@ def intervene(
     """Run ``prompt`` with features set or scaled.
 
     Args:
+        prompt: a string, chat messages or token ids, encoded as :func:`tl_circuits.attribute`
+            does (``prepend_bos`` likewise; see :mod:`tl_circuits.hosts.prompts`).
         interventions: items of ``(layer, position, feature, value)``, :class:`Intervention`,
             dicts ``{'layer', 'position', 'feature', 'value', 'mode'}``, ``(node, value)`` with a
             graph :class:`~tl_circuits.Node` (features only), or a supernode of ``graph``:
@@ -81,7 +85,7 @@ def intervene(
         >>> out.logits[-1].argmax()  # doctest: +SKIP
     """
     host, transcoders = prepare(model, transcoders)
-    tokens, _ = prompt_tokens(host, prompt)
+    tokens, _ = prompt_tokens(host, prompt, prepend_bos=prepend_bos)
     edits = resolve(interventions, host, transcoders, int(tokens.numel()), graph=graph)
     constrained = _constrained(host, constrained_layers)
     run = _intervened(host, transcoders, tokens, edits, constrained, freeze_attention)
@@ -91,9 +95,10 @@ def intervene(
 def generate(
     model: Any,
     transcoders: Any,
-    prompt: str | Sequence[int] | torch.Tensor,
+    prompt: PromptLike,
     max_new_tokens: int,
     *,
+    prepend_bos: bool = True,
     interventions: Iterable[Any] = (),
     constrained_layers: Iterable[int] | None = None,
     freeze_attention: bool = True,
@@ -101,13 +106,13 @@ def generate(
 ) -> list[int]:
     """Greedy decoding with the interventions applied at every step; returns prompt + new token ids.
 
-    Each step is a clean run and an intervened run of the whole sequence so far (no cache), so
+    ``prompt`` and ``prepend_bos`` are read as :func:`intervene` reads them. Each step is a clean run and an intervened run of the whole sequence so far (no cache), so
     frozen attention and constrained layers refer to the clean run of the current sequence.
     """
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
     host, transcoders = prepare(model, transcoders)
-    tokens, _ = prompt_tokens(host, prompt)
+    tokens, _ = prompt_tokens(host, prompt, prepend_bos=prepend_bos)
     n_prompt = int(tokens.numel())
     items = list(interventions)
     edits = resolve(items, host, transcoders, n_prompt + max_new_tokens, graph=graph, allow_none=True)

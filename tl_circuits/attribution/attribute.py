@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..graph import Graph, TargetInfo
 from ..hosts.base import Host
-from ..replacement import prepare, prompt_tokens, run_replacement
+from ..hosts.prompts import PromptLike
+from ..replacement import prepare, read_prompt, run_replacement
 from ..transcoders import Transcoders
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
@@ -25,8 +26,9 @@ from .targets import TargetSpec, custom_targets, default_targets
 def attribute(
     model: Any,
     transcoders: Any,
-    prompt: str | Sequence[int] | torch.Tensor,
+    prompt: PromptLike,
     *,
+    prepend_bos: bool = True,
     targets: Sequence[TargetSpec] | None = None,
     max_n_logits: int = 10,
     desired_logit_prob: float = 0.95,
@@ -45,7 +47,11 @@ def attribute(
             ``CrossLayerTranscoder``, a loaded release), or a list of per-layer transcoders.
             They are never changed (cast copies are used). Layers they do not cover become one
             error node per position.
-        prompt: a string (BOS added only if the tokenizer adds one), or token ids used as given.
+        prompt: a string, chat messages (``[{"role": "user", "content": ...}]``, rendered by
+            the tokenizer's chat template with the generation prompt) or token ids (used as
+            given); see :mod:`tl_circuits.hosts.prompts` for the one tokenization rule.
+        prepend_bos: a string prompt starts with the model's BOS token (whether or not the
+            tokenizer adds one); False gives the text's tokens alone.
         targets: None for the most likely next tokens (until their probabilities reach
             ``desired_logit_prob``, at most ``max_n_logits``), or a list of token ids,
             single-token strings, pairs ``(a, b)`` for logit(a) - logit(b), or d_model vectors.
@@ -79,7 +85,8 @@ def attribute(
         raise ConfigError(
             f"batch_size and update_interval must be at least 1, got {batch_size}, {update_interval}"
         )
-    tokens, prompt_text = prompt_tokens(host, prompt)
+    encoded = read_prompt(host, prompt, prepend_bos=prepend_bos)
+    tokens, prompt_text = encoded.tokens, encoded.text
     has_bos = host.bos_token_id is not None and int(tokens[0]) == host.bos_token_id
     if has_bos and tokens.numel() == 1:
         raise ConfigError("the prompt holds only the BOS token; give it some text")
@@ -111,6 +118,7 @@ def attribute(
             "feature_pool": out["feature_pool"],
             "transcoder_layers": list(transcoders.layers), "n_layers": host.n_layers,
             "has_bos": has_bos, "dtype": str(host.dtype).removeprefix("torch."),
+            "prompt_encoding": encoded.header(),
         },
         rows_computed=out["rows_computed"],
     )

@@ -3,7 +3,8 @@ for summaries printed by the demo, the command line and the examples.
 
 Example:
     >>> from tl_circuits.graph.describe import summarize
-    >>> print("\n".join(summarize(graph, graph.prune())))  # doctest: +SKIP
+    >>> for line in summarize(graph, graph.prune()):  # doctest: +SKIP
+    ...     print(line)
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ clean run, so it reproduces the model exactly (:mod:`.splice`, the one splice). 
 
 from .activations import activations_at
 from .frozen import ReplacementState, clean_run, replacement_hooks, run_replacement
-from .inputs import check_compatible, prepare, prompt_tokens
+from .inputs import check_compatible, prepare, prompt_tokens, read_prompt
 from .intervened import FeatureEdit, SplicedRun, run_spliced
 from .splice import error_term, spliced
 
 __all__ = [
     "FeatureEdit", "ReplacementState", "SplicedRun", "activations_at", "check_compatible",
-    "clean_run", "error_term", "prepare", "prompt_tokens", "replacement_hooks", "run_replacement",
+    "clean_run", "error_term", "prepare", "prompt_tokens", "read_prompt", "replacement_hooks", "run_replacement",
     "run_spliced", "spliced",
 ]

@@ -7,7 +7,6 @@ fails the same way, with the same message, whichever function the user called.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from jaxtyping import Int
 from ..errors import ConfigError
 from ..hosts import as_host
 from ..hosts.base import Host
+from ..hosts.prompts import EncodedPrompt, PromptLike, encode_prompt
 from ..transcoders import Transcoders, as_transcoders
 
 
@@ -63,30 +63,19 @@ def prepare(model: Any, transcoders: Any) -> tuple[Host, Transcoders]:
     return host, found.to(device=host.device, dtype=host.dtype)
 
 
-def prompt_tokens(
-    host: Host, prompt: str | Sequence[int] | torch.Tensor
-) -> tuple[Int[torch.Tensor, " pos"], str | None]:
-    """``(token ids, prompt text)`` of ``prompt``: a string is tokenized by the host (BOS only if
-    its tokenizer adds one; the text is kept), token ids are used as given (text None).
-
-    Raises ConfigError for an empty prompt, ids that are not 1-D or outside the vocabulary, and a
-    prompt longer than the model's context.
+def read_prompt(host: Host, prompt: PromptLike, *, prepend_bos: bool = True) -> EncodedPrompt:
+    """``prompt`` (a string, chat messages or token ids) encoded by the one tokenization rule
+    (:mod:`tl_circuits.hosts.prompts`) and checked: not empty, within the vocabulary and the
+    model's context. Raises ConfigError naming the problem otherwise.
 
     Example:
-        >>> prompt_tokens(as_host(model), "The capital of France is")  # doctest: +SKIP
-        (tensor([    1,   504,  3575,   282,  4649,   314]), 'The capital of France is')
+        >>> read_prompt(as_host(model), "The capital of France is").tokens  # doctest: +SKIP
+        tensor([    1,   504,  3575,   282,  4649,   314])
     """
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise ConfigError("the prompt is empty; give some text or token ids")
-        tokens, text = host.tokenize(prompt), prompt
-    else:
-        tokens = torch.as_tensor(prompt, dtype=torch.long).flatten() if not isinstance(prompt, torch.Tensor) else prompt
-        if tokens.dim() != 1:
-            raise ConfigError(f"token ids must be 1-D (one prompt), got shape {tuple(tokens.shape)}")
-        tokens, text = tokens.long().cpu(), None
+    encoded = encode_prompt(host, prompt, prepend_bos=prepend_bos)
+    tokens = encoded.tokens
     if tokens.numel() == 0:
-        raise ConfigError("the prompt is empty; give some text or token ids")
+        raise ConfigError("the prompt is empty; give some text, chat messages or token ids")
     if host.n_ctx is not None and tokens.numel() > host.n_ctx:
         raise ConfigError(
             f"the prompt is {tokens.numel()} tokens, longer than the model's context of "
@@ -95,4 +84,12 @@ def prompt_tokens(
     d_vocab = host.W_U.shape[1]
     if int(tokens.min()) < 0 or int(tokens.max()) >= d_vocab:
         raise ConfigError(f"token ids must lie in 0..{d_vocab - 1} (the vocabulary)")
-    return tokens, text
+    return encoded
+
+
+def prompt_tokens(
+    host: Host, prompt: PromptLike, *, prepend_bos: bool = True
+) -> tuple[Int[torch.Tensor, " pos"], str | None]:
+    """``(token ids, prompt text)`` of ``prompt`` (:func:`read_prompt`; text None for token ids)."""
+    encoded = read_prompt(host, prompt, prepend_bos=prepend_bos)
+    return encoded.tokens, encoded.text
