@@ -85,7 +85,7 @@ def encode_prompt(host: Host, prompt: PromptLike | object, *, prepend_bos: bool 
             ) from err
     if tokens.dim() != 1:
         raise ConfigError(f"token ids must be 1-D (one prompt), got shape {tuple(tokens.shape)}")
-    if tokens.is_floating_point():
+    if tokens.is_floating_point() and tokens.numel():
         raise ConfigError("token ids must be integers, got a floating-point tensor")
     return EncodedPrompt(tokens.long().cpu(), None, "tokens", False, prepend_bos)
 
