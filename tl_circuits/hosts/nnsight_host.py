@@ -19,15 +19,19 @@ from jaxtyping import Float, Int
 
 from .base import HookFn, TokenizerMixin
 from .hf_modules import HFModules
+from .sites import ArchSites
 
 
 class HFHost(TokenizerMixin):
-    """Adapts a Hugging Face ``*ForCausalLM`` (Llama, Qwen2, Qwen3, GPT-2, Gemma-2, ...)."""
+    """Adapts a Hugging Face ``*ForCausalLM`` (Llama, Qwen2/3, Qwen3-MoE, GPT-2, Gemma-2/3, OLMo-2).
 
-    def __init__(self, hf_model: Any, tokenizer: Any = None):
+    ``sites`` pins the row (default: the table's).
+    """
+
+    def __init__(self, hf_model: Any, tokenizer: Any = None, *, sites: ArchSites | None = None):
         self.hf_model = hf_model
-        self.sites = HFModules(hf_model)
-        cfg = hf_model.config
+        self.sites = HFModules(hf_model, sites)
+        cfg = self.sites.config
         self.n_layers: int = self.sites.n_layers
         self.d_model: int = int(cfg.hidden_size)
         n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
@@ -105,6 +109,6 @@ class NNsightHost(HFHost):
         model = self.nnsight_model
         with torch.enable_grad(), model.trace({"input_ids": tokens[None], "use_cache": False},
                                               remote=remote):
-            result = run_job(model, tokens, job)
+            result = run_job(model, tokens, job, self.sites.sites)
             nnsight.save(result)
         return result
