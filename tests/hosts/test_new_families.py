@@ -3,8 +3,8 @@
 Parity and brute force for these families are in ``test_hosts.py`` (``FAMILIES``); here, the
 pieces they depend on: Gemma-3's local layers really attend within their window on every host,
 its q/k norms and post-norms are freeze sites, OLMo-2's post-only norms carry TL's names, the
-MoE block is the MLP site, and the text tower of the multimodal Gemma-3 gives the text model's
-graph.
+MoE block is the MLP site, the numeric checks pass on every host (no false alarm), and the text
+tower of the multimodal Gemma-3 gives the text model's graph.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tl_circuits as tc
 from tests.core.tiny import tiny_transcoder
 from tests.hosts.hf_tiny import (
     CANNOT_HOLD,
+    FAMILIES,
     GEMMA3_WINDOW,
     float64_softmax,
     gemma3_multimodal,
@@ -23,6 +24,7 @@ from tests.hosts.hf_tiny import (
     on_host,
 )
 from tl_circuits.hosts import as_host
+from tl_circuits.hosts.checks import check_host
 
 PROMPT = [0, 3, 17, 9, 41, 5, 22]
 KINDS = ("hf", "nnsight", "bridge", "bridge_compat", "hooked")
@@ -128,6 +130,17 @@ def test_qwen3_moe_mlp_site_is_the_whole_sparse_block(hosts):
            for kind, host in built.items()}
     for kind in built:
         assert torch.allclose(out[kind], out["hf"], rtol=0, atol=1e-12), kind
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checks_pass_on_every_host(family, hosts):
+    """The numeric checks of automatic sites raise no false alarm on any family or host:
+    (a) logits reproduced to <= 1e-12 (float64 test models), (b) and (c) at float64 rounding."""
+    for kind, host in hosts(family).items():
+        report = check_host(host)
+        assert report.passed, (kind, report.failures)
+        assert report.logits_error <= 1e-12, kind
+        assert report.nonlinearity <= 1e-12 and report.gradient_change <= 1e-12, kind
 
 
 def test_gemma3_text_tower_of_the_multimodal_model(hosts, tmp_path):

@@ -28,7 +28,7 @@ def test_remote_cases_pass_in_a_clean_process():
 
 
 def test_remote_families_pass_in_a_clean_process():
-    """The same, for Gemma-3, OLMo-2 and Qwen3-MoE (``remote_families.py``)."""
+    """The same, for Gemma-3, OLMo-2, Qwen3-MoE and automatic sites (``remote_families.py``)."""
     pytest.importorskip("nnsight")
     here = Path(__file__).parent
     proc = subprocess.run(
@@ -39,4 +39,4 @@ def test_remote_families_pass_in_a_clean_process():
     )
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
-    assert re.search(r"^3 passed", proc.stdout, re.MULTILINE), tail
+    assert re.search(r"^5 passed", proc.stdout, re.MULTILINE), tail

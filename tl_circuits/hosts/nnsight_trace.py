@@ -16,7 +16,8 @@ Two sites differ from the local hosts:
 - a norm's ``hook_scale`` / ``hook_normalized``: the norm's output is set to
   :func:`.hf_modules.norm_forward` of its input, as the local hosts compute it.
 
-The row comes from the local host (:class:`.nnsight_host.NNsightHost`) with the request.
+The row comes from the local host (:class:`.nnsight_host.NNsightHost`), where automatic sites
+were already checked; nothing is discovered or checked inside the trace.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class TraceHost(HFHost):
     """
 
     def __init__(self, model: Any, tokens: Int[torch.Tensor, " pos"], sites: ArchSites | None = None):
-        super().__init__(model._module, getattr(model, "tokenizer", None), sites=sites)
+        super().__init__(model._module, getattr(model, "tokenizer", None), sites=sites, check=False)
         self.envoy = model
         self.trace_tokens = tokens
         self._by_name: dict[str, list[HookFn]] = {}

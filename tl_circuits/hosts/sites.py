@@ -4,7 +4,8 @@ One row per ``config.model_type``. A path is relative to the model (``layers``, 
 ``lm_head``) or to one decoder layer (every other field; ``qk`` and ``qk_norms`` to the attention
 module). ``None`` means the architecture has no such module. To support a new architecture, add
 a row here (and, if its norm computes something new, a kind in ``hf_modules.NORM_KINDS``); no
-other code changes.
+other code changes. A model whose type has no row gets its row proposed from its module tree by
+:mod:`.discover` and checked numerically by :mod:`.checks`; a row here always wins.
 """
 
 from __future__ import annotations
