@@ -143,3 +143,27 @@ def test_checks_on_float32():
     report = check_host(as_host(hf_model("starcoder2", dtype=torch.float32)))
     assert report.passed and report.logits_error <= 1e-5
     assert report.nonlinearity <= 1e-4 and report.gradient_change <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unhookable_attention_is_refused_in_lower_precision(dtype):
+    """Check (c) is exact in any dtype (the held model's gradient uses only weights and held
+    values), so the inline softmax is caught in float32 and bfloat16 too."""
+    with pytest.raises(ConfigError, match=r"check \(c\).*model\.layers\.0\.self_attn"):
+        as_host(inline_attention_model().to(dtype))
+
+
+@pytest.mark.slow
+def test_no_false_alarm_on_real_weights():
+    """SmolLM2-135M (the embedded default model, float32) through automatic sites: the proposed
+    row is the table's Llama row, and the checks pass despite its massive activations (values of
+    ~3e4 in the residual stream, where float32 rounding is ~4e-3)."""
+    from tl_circuits.hosts.discover import discover_sites
+    from tl_circuits.models import load_hf
+
+    model, _ = load_hf(torch.float32)
+    row = discover_sites(model.eval())
+    assert row == ARCH_SITES["llama"]
+    report = check_host(HFHost(model, sites=row, check=False))
+    assert report.passed, report.failures
+    assert report.logits_error <= 1e-5 and report.gradient_change == 0
