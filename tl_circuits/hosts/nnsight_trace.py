@@ -61,11 +61,15 @@ class TraceHost(HFHost):
     def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
         by_name = self.sites.by_site(hooks)
         for name, fns in by_name.items():
-            at_qk = name.endswith("attn.hook_pattern") or ".attn.q_norm." in name or ".attn.k_norm." in name
-            if at_qk and any(fn is not freeze for fn in fns):
+            if name.endswith("attn.hook_pattern") and any(fn is not freeze for fn in fns):
                 raise ConfigError(
-                    f"{name}: inside an nnsight trace attention patterns and q/k norms can only be "
-                    "frozen (queries and keys are held); run locally for other hooks there"
+                    f"{name}: inside an nnsight trace attention patterns can only be frozen "
+                    "(queries and keys are held); run locally for other pattern hooks"
+                )
+            if (".attn.q_norm." in name or ".attn.k_norm." in name) and any(fn is not freeze for fn in fns):
+                raise ConfigError(
+                    f"{name}: inside an nnsight trace q/k norms can only be frozen (with the "
+                    "attention pattern, queries and keys are held); run locally for other q/k norm hooks"
                 )
             if name.endswith("attn.hook_pattern") and not self.sites.sites.qk:
                 raise ConfigError(
