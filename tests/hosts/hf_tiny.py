@@ -13,7 +13,20 @@ import torch
 from tests.core.tiny import VOCAB, tiny_tokenizer
 
 HF_FAMILIES = ("llama", "qwen2", "qwen3", "gpt2", "gemma2")
+#: Families added with issue #17: Gemma-3 (text), OLMo-2, Qwen3-MoE (rows in the site table).
+NEW_FAMILIES = ("gemma3_text", "olmo2", "qwen3_moe")
+FAMILIES = HF_FAMILIES + NEW_FAMILIES
+#: Families with no site-table row: their sites are found automatically (tl_circuits.hosts.discover).
+UNLISTED_FAMILIES = ("starcoder2", "phi3", "granite")
 HOSTS = ("hooked", "bridge", "bridge_compat", "nnsight")
+#: Hosts that cannot hold a family, and why (TransformerLens 3.9).
+CANNOT_HOLD = {
+    ("qwen3_moe", "hooked"): "TransformerLens 3.9's HookedTransformer has no Qwen3-MoE "
+                             "architecture (convert_hf_model_config knows Mixtral, OLMoE, GPT-OSS)",
+}
+#: Gemma-3 layer types: a local (sliding-window) layer, a global one, a local one.
+GEMMA3_LAYER_TYPES = ("sliding_attention", "full_attention", "sliding_attention")
+GEMMA3_WINDOW = 3  # shorter than the test prompts (7 tokens)
 
 
 def hf_config(family: str, *, n_layers: int = 3, d_model: int = 16, n_heads: int = 4, n_ctx: int = 32):
@@ -34,9 +47,48 @@ def hf_config(family: str, *, n_layers: int = 3, d_model: int = 16, n_heads: int
                                query_pre_attn_scalar=d_model // n_heads, sliding_window=n_ctx,
                                final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
                                hidden_activation="gelu_pytorch_tanh")
-    cls = {"llama": tr.LlamaConfig, "qwen2": tr.Qwen2Config, "qwen3": tr.Qwen3Config}[family]
-    extra = {}
-    return cls(**rotary, **common, **extra)
+    if family == "gemma3_text":
+        return tr.Gemma3TextConfig(
+            **{**rotary, "num_hidden_layers": 3}, **{**common, "tie_word_embeddings": True},
+            query_pre_attn_scalar=d_model // n_heads, hidden_activation="gelu_pytorch_tanh",
+            sliding_window=GEMMA3_WINDOW, layer_types=list(GEMMA3_LAYER_TYPES),
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}})
+    if family == "olmo2":  # TL's OLMo-2 conversion assumes as many KV heads as query heads
+        return tr.Olmo2Config(**{**rotary, "num_key_value_heads": n_heads}, **common)
+    if family == "qwen3_moe":  # layer 1 dense, layers 0 and 2 mixtures of 4 experts (top 2)
+        return tr.Qwen3MoeConfig(**rotary, **common, num_experts=4, num_experts_per_tok=2,
+                                 moe_intermediate_size=d_model, decoder_sparse_step=1,
+                                 mlp_only_layers=[1], norm_topk_prob=True,
+                                 experts_implementation="eager")  # grouped_mm has no float64
+    if family == "starcoder2":  # LayerNorms with biases, biased projections, c_fc / c_proj MLP
+        return tr.Starcoder2Config(**{k: v for k, v in rotary.items() if k != "rms_norm_eps"},
+                                   **common, norm_epsilon=1e-5, use_bias=True)
+    if family == "granite":  # embedding, attention, residual and logit multipliers
+        return tr.GraniteConfig(**rotary, **common, embedding_multiplier=2.0, attention_multiplier=0.3,
+                                residual_multiplier=0.7, logits_scaling=4.0)
+    cls = {"llama": tr.LlamaConfig, "qwen2": tr.Qwen2Config, "qwen3": tr.Qwen3Config,
+           "phi3": tr.Phi3Config}[family]  # Phi-3: fused qkv_proj and gate_up_proj
+    return cls(**rotary, **common)
+
+
+def gemma3_multimodal(text_model):
+    """A ``Gemma3ForConditionalGeneration`` (tiny vision tower) whose text tower is ``text_model``'s."""
+    import transformers as tr
+
+    vision = tr.SiglipVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, image_size=8, patch_size=4)
+    config = tr.Gemma3Config(text_config=text_model.config.to_dict(), vision_config=vision.to_dict(),
+                             mm_tokens_per_image=1, image_token_index=len(VOCAB) - 1,
+                             boi_token_index=len(VOCAB) - 2, eoi_token_index=len(VOCAB) - 3)
+    config._attn_implementation = "eager"
+    dtype = next(text_model.parameters()).dtype
+    model = tr.Gemma3ForConditionalGeneration(config).to(dtype).eval()
+    model.model.language_model.load_state_dict(text_model.model.state_dict())
+    model.lm_head.load_state_dict(text_model.lm_head.state_dict())
+    if dtype == torch.float64:
+        compute_in_float64(model)
+    return model
 
 
 def hf_model(family: str, *, dtype=torch.float64, seed: int = 0, float64_internals: bool = True, **kw):
@@ -78,7 +130,8 @@ def compute_in_float64(model):
             one_plus = name.startswith("Gemma")
             module.forward = types.MethodType(_rms_norm_one_plus if one_plus else _rms_norm, module)
         elif name.endswith("RotaryEmbedding"):
-            module.forward = types.MethodType(_rotary, module)
+            per_type = isinstance(module.config.rope_parameters.get("full_attention"), dict)
+            module.forward = types.MethodType(_rotary_per_type if per_type else _rotary, module)
     return model
 
 
@@ -97,6 +150,17 @@ def _rotary(self, x, position_ids):
     angles = position_ids[..., None].to(torch.float64) * inv_freq
     emb = torch.cat((angles, angles), dim=-1)
     return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+def _rotary_per_type(self, x, position_ids, layer_type):
+    """Gemma-3's rotary embedding: one base per layer type (local and global layers)."""
+    base = self.config.rope_parameters[layer_type]["rope_theta"]
+    dim = 2 * getattr(self, f"{layer_type}_inv_freq").shape[-1]
+    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = position_ids[..., None].to(torch.float64) * inv_freq
+    emb = torch.cat((angles, angles), dim=-1)
+    scaling = getattr(self, f"{layer_type}_attention_scaling")
+    return (emb.cos() * scaling).to(x.dtype), (emb.sin() * scaling).to(x.dtype)
 
 
 @contextlib.contextmanager
@@ -140,6 +204,7 @@ def on_host(kind: str, model, tmp_path):
             if kind == "hooked":
                 return hooked_from_hf(model, tmp_path)
             model = copy.deepcopy(model)  # the Bridge and nnsight wrap the modules in place
+            model.config.architectures = [type(model).__name__]  # how the Bridge picks its adapter
             if kind.startswith("bridge"):
                 from transformer_lens.model_bridge import TransformerBridge
 
@@ -164,9 +229,10 @@ def on_host(kind: str, model, tmp_path):
 def hooked_from_hf(model, tmp_path):
     """A HookedTransformer (no weight processing) with ``model``'s weights, via TL's converters.
 
-    Llama / Qwen2 / Qwen3: TL reads the config from a local directory. GPT-2 / Gemma-2: TL 3.9
-    picks their configs by official model name only, so the config is written here by hand and the
-    weights go through TL's own ``convert_gpt2_weights`` / ``convert_gemma_weights``.
+    Llama / Qwen2 / Qwen3: TL reads the config from a local directory. GPT-2 / Gemma-2 / Gemma-3 /
+    OLMo-2: TL 3.9 picks their configs by official model name only, so the config is written here by
+    hand and the weights go through TL's own ``convert_gpt2_weights`` / ``convert_gemma_weights`` /
+    ``convert_olmo2_weights``.
     """
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -200,33 +266,60 @@ def _gemma2_config(c) -> dict:
                 n_layers=c.num_hidden_layers, n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps,
                 d_vocab=c.vocab_size, act_fn=c.hidden_activation, normalization_type="RMS",
                 positional_embedding_type="rotary", rotary_dim=c.head_dim,
-                rotary_base=c.rope_parameters["rope_theta"], attn_scale=c.query_pre_attn_scalar**0.5,
+                rotary_base=c.rope_parameters.get("rope_theta"), attn_scale=c.query_pre_attn_scalar**0.5,
                 attn_scores_soft_cap=c.attn_logit_softcapping, gated_mlp=True, final_rms=True,
                 output_logits_soft_cap=c.final_logit_softcapping,
                 use_normalization_before_and_after=True, original_architecture="Gemma2ForCausalLM")
 
 
-HAND_CONFIGS = {"gpt2": _gpt2_config, "gemma2": _gemma2_config}
+def _gemma3_config(c) -> dict:
+    # As TL's google/gemma-3-* rows: q/k norms, local (sliding-window) layers with their own
+    # rotary base, no soft-caps (Gemma-3 has none).
+    cfg = _gemma2_config(c)
+    cfg.update(rotary_base=c.rope_parameters["full_attention"]["rope_theta"],
+               rotary_base_local=c.rope_parameters["sliding_attention"]["rope_theta"],
+               use_qk_norm=True, use_local_attn=True, window_size=c.sliding_window,
+               attn_types=["local" if t == "sliding_attention" else "global" for t in c.layer_types],
+               attn_scores_soft_cap=c.attn_logit_softcapping or -1.0,
+               output_logits_soft_cap=c.final_logit_softcapping or -1.0,
+               original_architecture="Gemma3ForCausalLM")
+    return cfg
+
+
+def _olmo2_config(c) -> dict:
+    # As TL's allenai/OLMo-2-* rows (post-norm blocks: TL's ln1 / ln2 are after the sublayers).
+    return dict(d_model=c.hidden_size, d_head=c.hidden_size // c.num_attention_heads,
+                n_heads=c.num_attention_heads, d_mlp=c.intermediate_size, n_layers=c.num_hidden_layers,
+                n_ctx=c.max_position_embeddings, eps=c.rms_norm_eps, d_vocab=c.vocab_size,
+                act_fn=c.hidden_act, normalization_type="RMS", rotary_base=c.rope_parameters["rope_theta"],
+                attn_types=["global"] * c.num_hidden_layers, positional_embedding_type="rotary",
+                gated_mlp=True, original_architecture="Olmo2ForCausalLM")
+
+
+HAND_CONFIGS = {"gpt2": _gpt2_config, "gemma2": _gemma2_config, "gemma3_text": _gemma3_config,
+                "olmo2": _olmo2_config}
 
 
 def _convert(family, model, cfg) -> dict:
     from transformer_lens.pretrained.weight_conversions import (
         convert_gemma_weights,
         convert_gpt2_weights,
+        convert_olmo2_weights,
     )
 
     if family == "gpt2":
         return convert_gpt2_weights(model, cfg)
+    if family == "olmo2":
+        return convert_olmo2_weights(model, cfg)
     state = convert_gemma_weights(model, cfg)
     # TL forms Gemma's ``1 + w`` norm weights in float32 (``w.float() + 1``) whatever the dtype;
     # in a float64 model that rounds them by ~1e-8. Form them in the model's dtype instead.
+    from tl_circuits.hosts.hf_modules import module_at
     from tl_circuits.hosts.sites import ARCH_SITES
 
-    row = ARCH_SITES["gemma2"]
-    paths = {"ln1": row.ln1, "ln1_post": row.ln1_post, "ln2": row.ln2, "ln2_post": row.ln2_post}
     for la, block in enumerate(model.model.layers):
-        for tl_name, path in paths.items():
-            state[f"blocks.{la}.{tl_name}.w"] = 1.0 + getattr(block, path).weight
+        for tl_name, path in ARCH_SITES[family].block_norms():
+            state[f"blocks.{la}.{tl_name}.w"] = 1.0 + module_at(block, path).weight
     state["ln_final.w"] = 1.0 + model.model.norm.weight
     return state
 

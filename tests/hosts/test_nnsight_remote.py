@@ -1,10 +1,11 @@
-"""Runs ``remote_cases.py`` (attribution as one nnsight trace, through nnsight's stand-in for a
-remote server) in a fresh pytest process without the suite's jaxtyping import hook: the hook
-wraps tl_circuits functions in runtime checkers holding weak references, which cannot be pickled,
-and a remote request pickles our code by value."""
+"""Runs ``remote_cases.py`` and ``remote_families.py`` (attribution as one nnsight trace, through
+nnsight's stand-in for a remote server) in a fresh pytest process without the suite's jaxtyping import
+hook: the hook wraps tl_circuits functions in runtime checkers holding weak references, which
+cannot be pickled, and a remote request pickles our code by value."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,18 @@ def test_remote_cases_pass_in_a_clean_process():
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     assert "9 passed" in proc.stdout, tail
+
+
+def test_remote_families_pass_in_a_clean_process():
+    """The same, for Gemma-3, OLMo-2, Qwen3-MoE and automatic sites (``remote_families.py``)."""
+    pytest.importorskip("nnsight")
+    here = Path(__file__).parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+         "-o", "addopts=", "-o", "python_files=remote_families.py", "-W", "error::RuntimeWarning",
+         str(here / "remote_families.py")],
+        cwd=here.parent.parent, capture_output=True, text=True, timeout=600,
+    )
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    assert re.search(r"^5 passed", proc.stdout, re.MULTILINE), tail

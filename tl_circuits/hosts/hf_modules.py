@@ -1,12 +1,14 @@
 """TransformerLens sites on a plain Hugging Face causal LM, by PyTorch module hooks only.
 
 Given the architecture's row of :mod:`.sites`, each TL site is one of:
-- a norm's ``hook_scale`` / ``hook_normalized``: a forward hook on the norm recomputes its output
-  from its input as ``normalized = x / scale``, ``out = normalized * w (+ b)``, with both hooks
-  in the path, in the model's dtype (HF upcasts to float32 only; in a float64 model we do not);
-  the TransformerBridge host uses the same code (:func:`norm_forward`);
+- a norm's ``hook_scale`` / ``hook_normalized`` (block norms, q/k norms, final norm): a forward
+  hook on the norm recomputes its output from its input as ``normalized = x / scale``,
+  ``out = normalized * w (+ b)`` (the row's kind in :data:`NORM_KINDS`), with both hooks in the
+  path, in the model's dtype (HF upcasts to float32 only; in a float64 model we do not); the
+  TransformerBridge host uses the same code (:func:`norm_forward`);
 - ``attn.hook_pattern``: a registered attention function (transformers' ``AttentionInterface``)
-  computes eager attention with the softmax weights passed through the hook;
+  computes eager attention with the softmax weights passed through the hook; the mask is the one
+  transformers builds for the layer (causal, or sliding-window on Gemma's local layers);
 - residual and MLP sites: forward (pre-)hooks on decoder layers, norms, MLPs and ``lm_head``.
 Hooks are removed and the attention implementation restored on exit, even on exceptions.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,7 +43,13 @@ def _eager_with_pattern_hook(module: Any, query: torch.Tensor, key: torch.Tensor
                              scaling: float | None = None, dropout: float = 0.0,
                              softcap: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention (grouped KV heads, soft-cap, additive or boolean mask) whose softmax
-    weights ``[batch, head, query_pos, key_pos]`` go through the module's pattern hook."""
+    weights ``[batch, head, query_pos, key_pos]`` go through the module's pattern hook. A
+    sliding window comes in the mask. Attention sinks (GPT-OSS ``s_aux``) are refused."""
+    if kwargs.get("s_aux") is not None:
+        raise ConfigError(
+            f"{type(module).__qualname__} uses attention sinks (s_aux), which tl_circuits' eager "
+            "attention does not compute; this architecture is not supported yet"
+        )
     n_rep = query.shape[1] // key.shape[1]
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
@@ -73,11 +82,21 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(_ATTN_NAME, eager_mask)
 
 
-def _norm_eps(module: Any) -> float:
-    for name in ("variance_epsilon", "eps"):
-        if hasattr(module, name):
+def norm_eps(module: Any) -> float:
+    """The epsilon of a Hugging Face norm module (``variance_epsilon`` or ``eps``)."""
+    for name in ("variance_epsilon", "eps", "epsilon"):
+        if isinstance(getattr(module, name, None), (int, float)):
             return float(getattr(module, name))
-    raise ConfigError(f"cannot find the epsilon of norm {type(module).__qualname__}")
+    raise ConfigError(
+        f"cannot find the epsilon of norm {type(module).__qualname__} (looked for variance_epsilon, "
+        "eps, epsilon): tl_circuits recomputes every norm to hold its scale"
+    )
+
+
+def text_config(config: Any) -> Any:
+    """The decoder's config: ``config`` itself, or the text config of a multimodal model."""
+    get = getattr(config, "get_text_config", None)
+    return config if get is None else get(decoder=True)
 
 
 def chain(fns: list[HookFn]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -93,28 +112,46 @@ def chain(fns: list[HookFn]) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class HFModules:
-    """The TL sites of one Hugging Face causal LM, and a hook context over them."""
+    """The TL sites of one Hugging Face causal LM, and a hook context over them.
 
-    def __init__(self, hf_model: Any):
+    ``sites`` is the architecture's row; by default the row of :data:`.sites.ARCH_SITES` for the
+    model's ``config.model_type`` (ConfigError if there is none).
+    """
+
+    def __init__(self, hf_model: Any, sites: ArchSites | None = None):
         self.model = hf_model
-        self.config = hf_model.config
-        self.sites: ArchSites = arch_sites(getattr(self.config, "model_type", type(hf_model).__name__))
+        #: the decoder's config (the text config of a multimodal model)
+        self.config = text_config(hf_model.config)
+        model_type = getattr(hf_model.config, "model_type", type(hf_model).__name__)
+        self.sites: ArchSites = sites if sites is not None else arch_sites(model_type)
         self.layers = module_at(hf_model, self.sites.layers)
         self.n_layers = len(self.layers)
-        norms = {"ln_final": module_at(hf_model, self.sites.final_norm)}
-        for la, block in enumerate(self.layers):
-            for tl, path in (("ln1", self.sites.ln1), ("ln2", self.sites.ln2),
-                             ("ln1_post", self.sites.ln1_post), ("ln2_post", self.sites.ln2_post)):
-                if path is not None:
-                    norms[f"blocks.{la}.{tl}"] = module_at(block, path)
-        self.norms: dict[str, Any] = norms
+        #: TL site prefix -> path from the model, of every norm
+        self.norm_paths: dict[str, str] = {"ln_final": self.sites.final_norm}
+        for la in range(self.n_layers):
+            for tl, path in self.sites.block_norms():
+                self.norm_paths[f"blocks.{la}.{tl}"] = f"{self.sites.layers}.{la}.{path}"
+        self.norms: dict[str, Any] = {k: module_at(hf_model, p) for k, p in self.norm_paths.items()}
         names = {"unembed.hook_in"}
-        for prefix in norms:
+        for prefix in self.norms:
             names |= {f"{prefix}.hook_scale", f"{prefix}.hook_normalized"}
         for la in range(self.n_layers):
             names |= {f"blocks.{la}.{s}" for s in (
                 "hook_resid_pre", "attn.hook_pattern", "mlp.hook_in", "hook_resid_mid", "hook_mlp_out")}
         self.hook_names = frozenset(names)
+
+    def module_path(self, name: str) -> str:
+        """The path (from the model) of the module that site ``name`` is placed on."""
+        prefix = name.rsplit(".", 1)[0]
+        if prefix in self.norm_paths:
+            return self.norm_paths[prefix]
+        s = self.sites
+        if name == "unembed.hook_in":
+            return s.lm_head
+        layer, site = name.split(".", 2)[1:]
+        where = {"hook_resid_pre": "", "attn.hook_pattern": s.attn, "mlp.hook_in": s.mlp,
+                 "hook_resid_mid": s.resid_mid_module, "hook_mlp_out": s.mlp_out_module}[site]
+        return f"{s.layers}.{layer}" + (f".{where}" if where else "")
 
     def freeze_hook_names(self) -> list[str]:
         """Every attention-pattern and norm-scale site."""
@@ -143,6 +180,7 @@ class HFModules:
         by_name = self.by_site(hooks)
         handles: list[Any] = []
         patterns: list[int] = []
+        # The decoder's config: a multimodal model's other towers keep their own attention.
         old_impl = self.config._attn_implementation
         try:
             self._install(by_name, handles, patterns)
@@ -173,13 +211,13 @@ class HFModules:
                 _PATTERN_HOOKS[id(attn)] = chain(fns)
                 patterns.append(id(attn))
             if fns := by_name.get(site + "hook_resid_mid"):
-                handles.append(module_at(block, s.ln2).register_forward_pre_hook(
+                handles.append(module_at(block, s.resid_mid_module).register_forward_pre_hook(
                     _input_hook(read_only(chain(fns), site + "hook_resid_mid")), with_kwargs=True))
             if fns := by_name.get(site + "mlp.hook_in"):
                 handles.append(module_at(block, s.mlp).register_forward_pre_hook(
                     _input_hook(chain(fns)), with_kwargs=True))
             if fns := by_name.get(site + "hook_mlp_out"):
-                out_module = module_at(block, s.ln2_post if s.ln2_post else s.mlp)
+                out_module = module_at(block, s.mlp_out_module)
                 handles.append(out_module.register_forward_hook(_output_hook(chain(fns))))
         if fns := by_name.get("unembed.hook_in"):
             handles.append(module_at(self.model, s.lm_head).register_forward_pre_hook(
@@ -198,13 +236,22 @@ def read_only(fn: Callable[[torch.Tensor], torch.Tensor], name: str) -> Callable
     return run
 
 
+def first_input(args: tuple, kwargs: dict) -> tuple[str | int, torch.Tensor]:
+    """Where a module's main input is in a call (position 0, or the ``hidden_states`` keyword, or
+    the first tensor keyword) and its value."""
+    if args:
+        return 0, args[0]
+    key = "hidden_states" if "hidden_states" in kwargs else next(
+        k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+    return key, kwargs[key]
+
+
 def _input_hook(fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if args:
-            return (fn(args[0]), *args[1:]), kwargs
-        kwargs = dict(kwargs)
-        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
-        return args, kwargs
+        where, x = first_input(args, kwargs)
+        if where == 0:
+            return (fn(x), *args[1:]), kwargs
+        return args, {**kwargs, where: fn(x)}
 
     return hook
 
@@ -218,25 +265,53 @@ def _output_hook(fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return hook
 
 
+def _rms(norm: Any, normalized: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return normalized.to(dtype) if norm.weight is None else norm.weight * normalized.to(dtype)
+
+
+def _rms_one_plus(norm: Any, normalized: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (normalized * (1.0 + norm.weight.to(normalized.dtype))).to(dtype)
+
+
+def _ln(norm: Any, normalized: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    out = normalized.to(dtype)
+    out = out if norm.weight is None else out * norm.weight
+    return out if getattr(norm, "bias", None) is None else out + norm.bias
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """How one kind of norm computes: ``normalized = (x - mean(x) if centred) / scale``, then
+    ``apply(norm, normalized, dtype)`` with the norm's weights."""
+
+    centred: bool
+    apply: Callable[[Any, torch.Tensor, torch.dtype], torch.Tensor]
+
+
+#: The norms tl_circuits recomputes, by the name used in :class:`.sites.ArchSites` ``norm``.
+NORM_KINDS: dict[str, NormKind] = {
+    "rms": NormKind(centred=False, apply=_rms),  # x / s * w (Llama, Qwen, Mistral, OLMo-2)
+    "rms_one_plus": NormKind(centred=False, apply=_rms_one_plus),  # x / s * (1 + w) (Gemma)
+    "ln": NormKind(centred=True, apply=_ln),  # (x - mean) / s * w + b (GPT-2)
+}
+
+
 def norm_forward(kind: str, norm: Any, x: torch.Tensor, on_scale: Callable[[torch.Tensor], torch.Tensor],
                  on_normalized: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The output of Hugging Face norm module ``norm`` on ``x``, computed as TransformerLens does,
     ``normalized = x / scale``, ``out = normalized * w (+ b)``, with ``scale`` and ``normalized``
     passed through the two hooks; in the model's dtype (at least float32), never HF's float32
     upcast inside a float64 model, so every host computes the norm with the same arithmetic."""
+    try:
+        how = NORM_KINDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown norm kind {kind!r} in tl_circuits/hosts/sites.py; use one of "
+                          f"{', '.join(NORM_KINDS)} or add one to hf_modules.NORM_KINDS") from None
     h = x.to(torch.promote_types(x.dtype, torch.float32))
-    if kind == "ln":
+    if how.centred:
         h = h - h.mean(-1, keepdim=True)
-    scale = on_scale((h.pow(2).mean(-1, keepdim=True) + _norm_eps(norm)).sqrt())
-    normalized = on_normalized(h / scale)
-    if kind == "rms":
-        return norm.weight * normalized.to(x.dtype)
-    if kind == "rms_one_plus":
-        return (normalized * (1.0 + norm.weight.to(normalized.dtype))).to(x.dtype)
-    if kind == "ln":
-        out = normalized.to(x.dtype) * norm.weight
-        return out if norm.bias is None else out + norm.bias
-    raise ConfigError(f"unknown norm kind {kind!r} in tl_circuits/hosts/sites.py; use rms, rms_one_plus or ln")
+    scale = on_scale((h.pow(2).mean(-1, keepdim=True) + norm_eps(norm)).sqrt())
+    return how.apply(norm, on_normalized(h / scale), x.dtype)
 
 
 def norm_hook(kind: str, on_scale: Callable[[torch.Tensor], torch.Tensor],
@@ -244,7 +319,6 @@ def norm_hook(kind: str, on_scale: Callable[[torch.Tensor], torch.Tensor],
     """Forward hook (``with_kwargs=True``) replacing a HF norm's output by :func:`norm_forward`."""
 
     def hook(module: Any, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
-        x = args[0] if args else kwargs["hidden_states"]
-        return norm_forward(kind, module, x, on_scale, on_normalized)
+        return norm_forward(kind, module, first_input(args, kwargs)[1], on_scale, on_normalized)
 
     return hook

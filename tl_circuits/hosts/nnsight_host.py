@@ -1,11 +1,13 @@
 """Host adapters for Hugging Face causal LMs: plain (``HFHost``) and wrapped by nnsight (``NNsightHost``).
 
 Sites are TransformerLens hook names, placed on the HF modules by :class:`.hf_modules.HFModules`
-from the architecture's row in :mod:`.sites`. ``NNsightHost`` runs the forward pass through
-nnsight's ``LanguageModel.trace``, so whatever the nnsight model does to a forward pass applies;
-its hooks are PyTorch module hooks on the wrapped model. ``run_traced`` instead runs a whole job
-(forward and backward passes) inside one trace with the sites placed as nnsight interventions
-(:mod:`.nnsight_trace`), which is what remote execution needs.
+from the architecture's row in :mod:`.sites`, or, for an architecture without a row, from the
+row :mod:`.discover` proposes, once :mod:`.checks` has verified it on the model.
+``NNsightHost`` runs the forward pass through nnsight's ``LanguageModel.trace``, so whatever the
+nnsight model does to a forward pass applies; its hooks are PyTorch module hooks on the wrapped
+model. ``run_traced`` instead runs a whole job (forward and backward passes) inside one trace
+with the sites placed as nnsight interventions (:mod:`.nnsight_trace`), which is what remote
+execution needs.
 """
 
 from __future__ import annotations
@@ -19,22 +21,34 @@ import torch
 from jaxtyping import Float, Int
 
 from .base import HookFn, TokenizerMixin
+from .checks import require_checked
+from .discover import is_table_row, sites_for
 from .hf_modules import HFModules
+from .sites import ArchSites
 
 
 class HFHost(TokenizerMixin):
-    """Adapts a Hugging Face ``*ForCausalLM`` (Llama, Qwen2, Qwen3, GPT-2, Gemma-2, ...)."""
+    """Adapts a Hugging Face ``*ForCausalLM`` (Llama, Qwen2/3, Qwen3-MoE, GPT-2, Gemma-2/3, OLMo-2,
+    or any decoder whose automatic sites pass their checks).
 
-    def __init__(self, hf_model: Any, tokenizer: Any = None):
+    ``sites`` pins the row (default: the table's, else an automatic one, checked once per model
+    unless ``check=False``).
+    """
+
+    def __init__(self, hf_model: Any, tokenizer: Any = None, *, sites: ArchSites | None = None,
+                 check: bool = True):
         self.hf_model = hf_model
-        self.sites = HFModules(hf_model)
-        cfg = hf_model.config
+        self.sites = HFModules(hf_model, sites or sites_for(hf_model))
+        cfg = self.sites.config
         self.n_layers: int = self.sites.n_layers
         self.d_model: int = int(cfg.hidden_size)
         n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         self.n_ctx: int | None = None if n_ctx is None else int(n_ctx)
         self.tokenizer = tokenizer
         self.bos_token_id: int | None = None if tokenizer is None else tokenizer.bos_token_id
+        if check and not is_table_row(hf_model, self.sites.sites):
+            model_type = getattr(hf_model.config, "model_type", None)
+            require_checked(self, hf_model, f"automatic sites for {model_type!r} ({type(hf_model).__name__})")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -110,6 +124,6 @@ class NNsightHost(HFHost):
         model = self.nnsight_model
         with torch.enable_grad(), model.trace({"input_ids": tokens[None], "use_cache": False},
                                               remote=remote):
-            result = run_job(model, tokens, job)
+            result = run_job(model, tokens, job, self.sites.sites)
             nnsight.save(result)
         return result
