@@ -8,6 +8,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402  (after the offline switches)
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per xdist worker: the workers already fill the cores, and tiny models gain
+    # nothing from intra-op threads (oversubscribed, the host tests ran about 8x slower).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(params=["vmapped", "looped"])

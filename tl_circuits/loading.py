@@ -83,7 +83,7 @@ def model_loader(spec: str) -> Callable[[], Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from tl_circuits.hosts.nnsight_host import HFHost
+        from tl_circuits.hosts.hf import HFHost
 
         try:
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)

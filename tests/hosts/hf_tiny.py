@@ -218,7 +218,7 @@ def on_host(kind: str, model, tmp_path):
 
                 return LanguageModel(model, tokenizer=tiny_tokenizer())
             if kind == "hf":
-                from tl_circuits.hosts.nnsight_host import HFHost
+                from tl_circuits.hosts.hf import HFHost
 
                 return HFHost(model, tiny_tokenizer())
     finally:

@@ -20,7 +20,7 @@ from tests.hosts.hf_tiny import compute_in_float64, float64_softmax, hf_config, 
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host, checks
 from tl_circuits.hosts.checks import check_host
-from tl_circuits.hosts.nnsight_host import HFHost
+from tl_circuits.hosts.hf import HFHost
 from tl_circuits.hosts.sites import ARCH_SITES
 
 PROMPT = [0, 3, 17, 9, 41, 5, 22]

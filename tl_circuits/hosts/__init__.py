@@ -16,16 +16,18 @@ _DISPATCH: list[tuple[str, str, str]] = [
     ("TransformerBridge", "transformer_lens", ".bridge:TransformerBridgeHost"),
     ("HookedTransformer", "", ".hooked_transformer:HookedTransformerHost"),
     ("TransformersModel", "nnsight", ".nnsight_host:NNsightHost"),
-    ("PreTrainedModel", "transformers", ".nnsight_host:HFHost"),
+    ("PreTrainedModel", "transformers", ".hf:HFHost"),
 ]
 
 
 def as_host(model: Any) -> Host:
     """Pick the adapter for ``model`` by its type, importing the host library only then.
 
-    Supported: ``transformer_lens.HookedTransformer``, ``transformer_lens.model_bridge.TransformerBridge``
-    (with or without compatibility mode), an nnsight ``LanguageModel`` and a plain Hugging Face
-    ``*ForCausalLM`` of a family in ``tl_circuits.hosts.sites.ARCH_SITES``.
+    Supported: ``transformer_lens.HookedTransformer`` (TransformerLens 3),
+    ``transformer_lens.model_bridge.TransformerBridge`` (TransformerLens 3 and 4, with or without
+    compatibility mode), an nnsight ``LanguageModel`` and a plain Hugging Face ``*ForCausalLM``:
+    a family of ``tl_circuits.hosts.sites.ARCH_SITES``, or any decoder whose automatically found
+    sites pass their numeric checks (docs/hosts.md).
 
     Example:
         >>> host = as_host(model)  # doctest: +SKIP
@@ -41,6 +43,7 @@ def as_host(model: Any) -> Host:
     raise ConfigError(
         f"tl_circuits does not know how to hook a {type(model).__qualname__}; supported models: "
         "transformer_lens.HookedTransformer, transformer_lens.model_bridge.TransformerBridge, "
-        "nnsight LanguageModel, Hugging Face *ForCausalLM (Llama, Qwen2, Qwen3, GPT-2, Gemma-2); "
+        "nnsight LanguageModel, Hugging Face *ForCausalLM (a family of tl_circuits.hosts.sites."
+        "ARCH_SITES, or a decoder whose automatic sites pass their checks); "
         "or pass an object implementing tl_circuits.hosts.Host"
     )

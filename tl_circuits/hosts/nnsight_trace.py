@@ -31,8 +31,8 @@ from jaxtyping import Float, Int
 
 from ..errors import ConfigError
 from .base import HookFn, freeze
+from .hf import HFHost
 from .hf_modules import chain, module_at, norm_forward, read_only
-from .nnsight_host import HFHost
 from .sites import ArchSites
 
 
