@@ -13,16 +13,18 @@ ARCHS = ("relu", "relu_skip", "jumprelu", "jumprelu_skip", "topk", "topk_skip")
 VOCAB = ["<bos>", "<unk>"] + [f"w{i}" for i in range(46)] + ["Paris", "London"]
 
 
-def tiny_tokenizer():
-    """A word-level fast tokenizer that prepends <bos>, built offline."""
+def tiny_tokenizer(*, adds_bos: bool = True):
+    """A word-level fast tokenizer, built offline, that prepends <bos> (or, with
+    ``adds_bos=False``, adds no special token, like SmolLM2's)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", 0)]
-    )
+    if adds_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", 0)]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>")
 
 

@@ -186,15 +186,23 @@ def float64_softmax():
         torch.nn.functional.softmax = original
 
 
-def bridge_tokenizer():
-    """The tiny tokenizer, made acceptable to TransformerBridge.boot_transformers offline."""
-    tok = tiny_tokenizer()
-    tok.init_kwargs.update(name_or_path="tiny-word-level", add_bos_token=True)
+def bridge_tokenizer(adds_bos: bool = True, folder=None):
+    """The tiny tokenizer, made acceptable to TransformerBridge.boot_transformers offline. The
+    Bridge reloads a tokenizer that does not add BOS from its ``name_or_path`` (asking for
+    ``add_bos_token=True``), so that one is saved to ``folder`` first."""
+    tok = tiny_tokenizer(adds_bos=adds_bos)
+    name = "tiny-word-level"
+    if not adds_bos:
+        tok.save_pretrained(folder)
+        name = str(folder)
+    tok.init_kwargs.update(name_or_path=name, add_bos_token=adds_bos)
     return tok
 
 
-def on_host(kind: str, model, tmp_path):
-    """``model`` (a HF model) as the user of host ``kind`` would hold it."""
+def on_host(kind: str, model, tmp_path, *, adds_bos: bool = True):
+    """``model`` (a HF model) as the user of host ``kind`` would hold it; its tokenizer prepends
+    BOS, or with ``adds_bos=False`` adds none. Kind ``"hf_bare"`` is a plain HF model without a
+    tokenizer."""
     dtype = next(model.parameters()).dtype
     quiet = contextlib.redirect_stdout(io.StringIO())
     logging.disable(logging.WARNING)
@@ -202,31 +210,36 @@ def on_host(kind: str, model, tmp_path):
         with warnings.catch_warnings(), quiet:
             warnings.simplefilter("ignore")
             if kind == "hooked":
-                return hooked_from_hf(model, tmp_path)
+                return hooked_from_hf(model, tmp_path, adds_bos=adds_bos)
             model = copy.deepcopy(model)  # the Bridge and nnsight wrap the modules in place
             model.config.architectures = [type(model).__name__]  # how the Bridge picks its adapter
             if kind.startswith("bridge"):
                 from transformer_lens.model_bridge import TransformerBridge
 
                 bridge = TransformerBridge.boot_transformers(
-                    "tiny", hf_model=model, tokenizer=bridge_tokenizer(), dtype=dtype, device="cpu")
+                    "tiny", hf_model=model, tokenizer=bridge_tokenizer(adds_bos, tmp_path / "tokenizer"), dtype=dtype,
+                    device="cpu")
                 if kind == "bridge_compat":
                     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
                 return bridge
             if kind == "nnsight":
                 from nnsight import LanguageModel
 
-                return LanguageModel(model, tokenizer=tiny_tokenizer())
+                return LanguageModel(model, tokenizer=tiny_tokenizer(adds_bos=adds_bos))
             if kind == "hf":
                 from tl_circuits.hosts.hf import HFHost
 
-                return HFHost(model, tiny_tokenizer())
+                return HFHost(model, tiny_tokenizer(adds_bos=adds_bos))
+            if kind == "hf_bare":
+                from tl_circuits.hosts.hf import HFHost
+
+                return HFHost(model)
     finally:
         logging.disable(logging.NOTSET)
     raise ValueError(kind)
 
 
-def hooked_from_hf(model, tmp_path):
+def hooked_from_hf(model, tmp_path, *, adds_bos: bool = True):
     """A HookedTransformer (no weight processing) with ``model``'s weights, via TL's converters.
 
     Llama / Qwen2 / Qwen3: TL reads the config from a local directory. GPT-2 / Gemma-2 / Gemma-3 /
@@ -243,7 +256,7 @@ def hooked_from_hf(model, tmp_path):
         state = _convert(family, model, cfg)
     else:
         cfg, state = _from_local_config(model, tmp_path, dtype)
-    ht = HookedTransformer(cfg, tokenizer=bridge_tokenizer())
+    ht = HookedTransformer(cfg, tokenizer=bridge_tokenizer(adds_bos, tmp_path / "tokenizer"))
     # Not ``load_and_process_state_dict``: even with every processing step off, TL 3.9's
     # ``ProcessWeights.process_weights`` casts every non-float32 tensor to float32 and back
     # (meant as an upcast from bf16, it rounds float64 weights and rotary tables to float32).

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import tl_circuits as tc
-from tests.core.tiny import VOCAB, tiny_model, tiny_set, tiny_tokenizer
+from tests.core.tiny import VOCAB, tiny_model, tiny_set, tiny_tokenizer, tiny_transcoder
+from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 from tl_circuits.hosts.prompts import encode_prompt
@@ -18,20 +19,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def plain_tokenizer():
-    """The tiny word-level tokenizer without its BOS post-processor (like SmolLM2's, it adds none)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>")
-
-
 @pytest.fixture(params=["adds_bos", "adds_none"])
 def host(request):
     model = tiny_model("llama", n_layers=2)
-    model.tokenizer = tiny_tokenizer() if request.param == "adds_bos" else plain_tokenizer()
+    model.tokenizer = tiny_tokenizer(adds_bos=request.param == "adds_bos")
     model.tokenizer.chat_template = CHAT_TEMPLATE
     return as_host(model)
 
@@ -102,3 +93,25 @@ def test_chat_without_a_template_is_refused():
     with pytest.raises(ConfigError, match="chat template"):
         tc.attribute(model, tiny_set("relu", layers=(0, 1)), [{"role": "user", "content": "w1"}],
                      progress=False)
+
+
+@pytest.mark.parametrize("adds_bos", [True, False], ids=["tokenizer_adds_bos", "tokenizer_adds_none"])
+def test_one_string_gives_one_token_sequence_and_one_graph_on_every_host(adds_bos, tmp_path):
+    """HookedTransformer, TransformerBridge, nnsight and Hugging Face hosts of one model."""
+    model = hf_model("llama", dtype=torch.float64)
+    ts = tc.TranscoderSet([tiny_transcoder(la, "relu_skip", seed=la) for la in range(3)])
+    graphs = {}
+    with float64_softmax():
+        for kind in ("hf", "nnsight", "bridge", "hooked"):
+            host_model = on_host(kind, model, tmp_path, adds_bos=adds_bos)
+            graphs[kind] = tc.attribute(host_model, ts, "w3 w17 Paris w9 London", progress=False)
+        # A HF model without a tokenizer takes BOS from its config: the ids fold the same way.
+        bare = tc.attribute(on_host("hf_bare", model, tmp_path), ts, graphs["hf"].tokens, progress=False)
+    ref = graphs["hf"]
+    assert ref.tokens == [0, 5, 19, 48, 11, 49] and ref.settings["has_bos"]
+    assert ref.settings["prompt_encoding"]["bos_added"] == (not adds_bos)
+    for kind, graph in [*graphs.items(), ("hf_bare", bare)]:
+        assert graph.tokens == ref.tokens, kind
+        assert torch.equal(graph.node_kind, ref.node_kind) and torch.equal(graph.node_position, ref.node_position)
+        a, b = graph.adjacency.to_dense(), ref.adjacency.to_dense()
+        assert float((a - b).abs().max() / b.abs().max()) <= 1e-9, kind
