@@ -1,4 +1,5 @@
-"""The README quick start runs, on tiny random stand-ins for GPT-2 on all three model kinds."""
+"""The README quick start runs, on tiny random stand-ins for GPT-2 on all three model kinds
+(TransformerLens 4 has no HookedTransformer: there the first block runs with the Bridge's lines)."""
 
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ import torch
 
 import tl_circuits as tc
 from tests.core.tiny import tiny_set
+from tests.hosts.hf_tiny import HAS_HOOKED
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,7 +26,8 @@ def models(tmp_path_factory):
 
     hf = hf_model("gpt2", dtype=torch.float64)
     tmp = tmp_path_factory.mktemp("models")
-    return {kind: on_host(kind, hf, tmp) for kind in ("hooked", "bridge", "nnsight")}
+    kinds = ("hooked", "bridge", "nnsight") if HAS_HOOKED else ("bridge", "nnsight")
+    return {kind: on_host(kind, hf, tmp) for kind in kinds}
 
 
 def test_quick_start_runs_on_every_model_kind(models, tmp_path, monkeypatch):
@@ -34,8 +37,14 @@ def test_quick_start_runs_on_every_model_kind(models, tmp_path, monkeypatch):
 
     first, other_models = quick_start_blocks()
     tiny_set("jumprelu_skip").save(tmp_path / "transcoders")
-    monkeypatch.setattr(transformer_lens.HookedTransformer, "from_pretrained_no_processing",
-                        staticmethod(lambda name: models["hooked"]))
+    if HAS_HOOKED:
+        monkeypatch.setattr(transformer_lens.HookedTransformer, "from_pretrained_no_processing",
+                            staticmethod(lambda name: models["hooked"]))
+    else:  # TransformerLens 4: the quick start as a Bridge user writes it
+        bridge_pair = [line for line in other_models.splitlines() if line.strip()][:2]
+        lines = [line for line in first.splitlines() if "import HookedTransformer" not in line]
+        at = next(i for i, line in enumerate(lines) if "HookedTransformer" in line)
+        first = "\n".join([*lines[:at], *bridge_pair, *lines[at + 1:]])
     monkeypatch.setattr(TransformerBridge, "boot_transformers",
                         staticmethod(lambda name, **kw: models["bridge"]))
     monkeypatch.setattr(nnsight, "LanguageModel", lambda name, **kw: models["nnsight"])

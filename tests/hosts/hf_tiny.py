@@ -19,11 +19,27 @@ FAMILIES = HF_FAMILIES + NEW_FAMILIES
 #: Families with no site-table row: their sites are found automatically (tl_circuits.hosts.discover).
 UNLISTED_FAMILIES = ("starcoder2", "phi3", "granite")
 HOSTS = ("hooked", "bridge", "bridge_compat", "nnsight")
-#: Hosts that cannot hold a family, and why (TransformerLens 3.9).
+
+
+def _has_hooked_transformer() -> bool:
+    """Whether this TransformerLens has HookedTransformer (3.x yes; 4.x removed it)."""
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_HOOKED = _has_hooked_transformer()
+#: Hosts that cannot hold a family, and why (TransformerLens 3.9; 4.x has no HookedTransformer).
 CANNOT_HOLD = {
     ("qwen3_moe", "hooked"): "TransformerLens 3.9's HookedTransformer has no Qwen3-MoE "
                              "architecture (convert_hf_model_config knows Mixtral, OLMoE, GPT-OSS)",
 }
+if not HAS_HOOKED:
+    CANNOT_HOLD |= {(f, "hooked"): "TransformerLens 4 removed HookedTransformer"
+                    for f in ("llama", "qwen2", "qwen3", "gpt2", "gemma2", "gemma3_text", "olmo2",
+                              "qwen3_moe")}
 #: Gemma-3 layer types: a local (sliding-window) layer, a global one, a local one.
 GEMMA3_LAYER_TYPES = ("sliding_attention", "full_attention", "sliding_attention")
 GEMMA3_WINDOW = 3  # shorter than the test prompts (7 tokens)

@@ -104,7 +104,7 @@ def test_a_registered_activation_works_in_both_transcoder_kinds(monkeypatch):
         W_dec=[base.W_dec(la) for la in range(3)], b_dec=[base.b_dec(la) for la in range(3)],
         threshold=[-t for t in base._threshold], activation="jumprelu_nogate",
         hook_in=[base.hook_in(la) for la in range(3)], hook_out=[base.hook_out(la) for la in range(3)])
-    xs = torch.randn(6, 16, dtype=torch.float64)
+    xs = torch.randn(64, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     pre = clt.pre_activation(1, xs)
     assert torch.equal(clt.encode(1, xs), pre * (pre > -base._threshold[1]))
     assert (clt.encode(1, xs) < 0).any()  # negative activations that jumprelu would cut
