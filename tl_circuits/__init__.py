@@ -4,7 +4,7 @@ Importing this package imports none of transformer_lens, nnsight or sae_lens; th
 model is imported when that model is first seen.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .attribution import attribute
 from .dashboards import Dashboards, build_dashboards
