@@ -60,7 +60,8 @@ def test_demo_trains_caches_and_summarises(cache, tmp_path, capsys):
     assert tc.Dashboards.open(demo.dashboards_dir("small")).d_sae(0) == 256
     tops = re.findall(r"top target: '(.*?)' \(p = ([0-9.]+)\)", out)
     assert [t for t, _ in tops] == [" Paris", " Paris", " tennis"]
-    assert float(tops[0][1]) > 0.5 and float(tops[2][1]) > 0.3
+    # With BOS in front (the one tokenization rule), p(' tennis') is 0.24 (0.59 without BOS).
+    assert float(tops[0][1]) > 0.5 and float(tops[2][1]) > 0.2
     assert out.count("replacement score") == 3 and out.count("strongest path: the token") == 3
     graph = tc.Graph.load(tmp_path / "demo-0.safetensors")
     assert graph.is_pruned and graph.targets[0].label == " Paris"
