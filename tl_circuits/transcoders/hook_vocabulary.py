@@ -70,6 +70,7 @@ _HF_PATH = re.compile(
     r"(?:layers|h)\.(?P<layer>\d+|\{layer\})\.(?P<module>[A-Za-z_0-9]+)"
     r"(?P<source>\.source\.self__norm_0)?(?:\.(?P<end>input|output))?$"
 )
+_SUFFIX = re.compile(r"^(?:[A-Za-z_0-9]+\.)*hook_[A-Za-z_0-9]+$")
 _TL_NAME = re.compile(r"^blocks\.(?P<layer>\d+|\{layer\})\.(?P<suffix>.+)$")
 
 
@@ -109,7 +110,7 @@ def canonical_hook(name: str, layer: int | None = None, *, model_type: str | Non
     if hf is not None:
         la = _layer(hf.group("layer"), layer, name)
         return f"blocks.{la}.{_hf_site(hf, family if model_type else None, name)}"
-    if "." not in text or text.split(".")[0] in ("ln2", "mlp", "ln2_post", "attn", "ln1"):
+    if _SUFFIX.match(text):
         if layer is None:
             raise ConfigError(
                 f"hook {name!r} is a per-layer suffix; give the layer (e.g. "

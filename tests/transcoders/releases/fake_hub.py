@@ -188,3 +188,64 @@ def patch_release(monkeypatch, release: str, **changes: object) -> None:
 
 
 Builder = Callable[..., object]
+
+
+# ---- circuit-tracer config.yaml sets ------------------------------------------------------------
+def ct_layer_file(w: dict[str, torch.Tensor]) -> bytes:
+    """One layer in circuit-tracer's per-layer layout (what its to_safetensors writes)."""
+    out = {"W_enc": w["W_enc"], "W_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"]}
+    if "threshold" in w:
+        out["activation_function.threshold"] = w["threshold"]
+    if "W_skip" in w:
+        out["W_skip"] = w["W_skip"]
+    return st(out)
+
+
+def ct_config(kind: str, entries: list[str] | None, *, hook_in: str = "ln2.hook_normalized",
+              hook_out: str = "hook_mlp_out", activation: str | None = None, k: int | None = None) -> bytes:
+    lines = [f"model_kind: {kind}", f"feature_input_hook: {hook_in}", f"feature_output_hook: {hook_out}"]
+    if activation is not None:
+        lines.append(f"activation: {activation}")
+    if k is not None:
+        lines.append(f"k: {k}")
+    if entries:
+        lines.append("transcoders:")
+        lines += [f"  - {e}" for e in entries]
+    return text("\n".join(lines) + "\n")
+
+
+def ct_set(cache: Path, repo: str, activation: str, *, skip: bool, seed: int = 0, k: int = 4,
+           folder: str = "", listed: bool = True, hook_in: str = "ln2.hook_normalized",
+           revision: str = "main") -> dict[int, dict[str, torch.Tensor]]:
+    """A circuit-tracer per-layer set in a repo: layer files + config.yaml listing them as hf://
+    references (``listed``) or not (circuit-tracer then globs layer_*.safetensors)."""
+    prefix = f"{folder}/" if folder else ""
+    ws = {la: weights(la, seed=seed, skip=skip, threshold=activation == "jumprelu") for la in range(L)}
+    files = {f"{prefix}layer_{la}.safetensors": ct_layer_file(w) for la, w in ws.items()}
+    entries = [f"hf://{repo}/{prefix}layer_{la}.safetensors?revision={revision}" for la in range(L)]
+    files[f"{prefix}config.yaml"] = ct_config(
+        "transcoder_set", entries if listed else None, hook_in=hook_in,
+        activation=activation, k=k if activation == "topk" else None)
+    put(cache, repo, files, revision=revision)
+    return ws
+
+
+def gemmascope2_clt(cache: Path, seed: int = 0, affine: bool = True) -> tuple[str, dict[int, dict]]:
+    """GemmaScope 2 cross-layer transcoder files (w_dec [d_sae, L, d_out], used from slot l) and a
+    circuit-tracer config.yaml in another repo listing them, as mwhanna's configs do."""
+    ws, files, entries = {}, {}, []
+    for la in range(L):
+        w = weights(la, seed=seed, skip=affine, n_out=L)
+        w["W_dec"][:, :la] = 0.0  # slots before the layer are unused
+        ws[la] = w
+        t = {"w_enc": w["W_enc"].T, "w_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"],
+             "threshold": w["threshold"]}
+        if affine:
+            t["affine_skip_connection"] = w["W_skip"].T
+        name = f"clt/width_16k_l0_small{'_affine' if affine else ''}/layer_{la}.safetensors"
+        files[name] = st(t)
+        entries.append(f"hf://google/gemma-scope-2-270m-pt/{name}")
+    put(cache, "google/gemma-scope-2-270m-pt", files)
+    repo = "mwhanna/gemma-scope-2-270m-pt-clt"
+    put(cache, repo, {"config.yaml": ct_config("cross_layer_transcoder", entries, hook_in="mlp.hook_in")})
+    return repo, ws

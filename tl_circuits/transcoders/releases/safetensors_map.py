@@ -187,6 +187,10 @@ class StreamWriter:
         self._file.write(data.reshape(-1).view(torch.uint8).numpy())
         self._written += data.numel() * data.element_size()
 
+    def abort(self) -> None:
+        """Close without checking (the caller is failing; its temporary folder is removed)."""
+        self._file.close()
+
     def close(self) -> None:
         self._file.close()
         if self._written != self._total:

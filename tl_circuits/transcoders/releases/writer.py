@@ -82,8 +82,10 @@ def _write(spec: ReleaseSpec, file: os.PathLike[str], tensors: dict[str, TensorR
                 writer.write(key, view[start:stop])
                 spec.files.release()
                 bar.update((stop - start) * row_bytes)
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _config(spec: ReleaseSpec, dtype: torch.dtype | None) -> dict:
