@@ -216,7 +216,7 @@ def ct_config(kind: str, entries: list[str] | None, *, hook_in: str = "ln2.hook_
 
 def ct_set(cache: Path, repo: str, activation: str, *, skip: bool, seed: int = 0, k: int = 4,
            folder: str = "", listed: bool = True, hook_in: str = "ln2.hook_normalized",
-           revision: str = "main") -> dict[int, dict[str, torch.Tensor]]:
+           hook_out: str = "hook_mlp_out", revision: str = "main") -> dict[int, dict[str, torch.Tensor]]:
     """A circuit-tracer per-layer set in a repo: layer files + config.yaml listing them as hf://
     references (``listed``) or not (circuit-tracer then globs layer_*.safetensors)."""
     prefix = f"{folder}/" if folder else ""
@@ -224,7 +224,7 @@ def ct_set(cache: Path, repo: str, activation: str, *, skip: bool, seed: int = 0
     files = {f"{prefix}layer_{la}.safetensors": ct_layer_file(w) for la, w in ws.items()}
     entries = [f"hf://{repo}/{prefix}layer_{la}.safetensors?revision={revision}" for la in range(L)]
     files[f"{prefix}config.yaml"] = ct_config(
-        "transcoder_set", entries if listed else None, hook_in=hook_in,
+        "transcoder_set", entries if listed else None, hook_in=hook_in, hook_out=hook_out,
         activation=activation, k=k if activation == "topk" else None)
     put(cache, repo, files, revision=revision)
     return ws
