@@ -184,7 +184,7 @@ class StreamWriter:
     def write(self, key: str, block: torch.Tensor) -> None:
         """Append ``block`` (the next rows of tensor ``key``) in that tensor's dtype."""
         data = block.detach().to(device="cpu", dtype=self._dtypes[key]).contiguous()
-        self._file.write(data.reshape(-1).view(torch.uint8).numpy())
+        self._file.write(data.reshape(-1).view(torch.uint8).numpy().data)
         self._written += data.numel() * data.element_size()
 
     def abort(self) -> None:

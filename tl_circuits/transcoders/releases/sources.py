@@ -77,7 +77,7 @@ def read_source(source: Any, layers: list[int] | None) -> ReleaseSpec:
     """The release at ``source`` (see the module docstring), restricted to ``layers``."""
     if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
         return _read_list([Path(p) for p in source], layers)
-    text = os.fspath(source)
+    text = str(os.fspath(source))
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir():
@@ -166,7 +166,8 @@ def read_config(loc: Locator, name: str, layers: list[int] | None) -> ReleaseSpe
         if not isinstance(cfg.get(key), str):
             raise FileFormatError(f"{source} has no {key!r} (found {sorted(cfg)}); a circuit-tracer "
                                   "config names model_kind, feature_input_hook and feature_output_hook.")
-    ours = cfg.get("tl_circuits") if isinstance(cfg.get("tl_circuits"), dict) else {}
+    block = cfg.get("tl_circuits")
+    ours: dict = block if isinstance(block, dict) else {}
     entries = cfg.get("transcoders")
     kind = cfg["model_kind"]
     if kind == "cross_layer_transcoder":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -59,7 +60,7 @@ def write_release(
                 tensors = {"W_enc": lr.W_enc, "W_dec": lr.W_dec, "b_enc": lr.b_enc, "b_dec": lr.b_dec,
                            "activation_function.threshold": lr.threshold, "W_skip": lr.W_skip}
                 _write(spec, tmp / f"layer_{la}.safetensors", tensors, dtype, bar, block_bytes)
-        (tmp / "config.yaml").write_text(json.dumps(_config(spec, dtype), indent=2) + "\n", encoding="utf-8")
+        write_config(spec, tmp, dtype)
     bar.close()
 
 
@@ -88,7 +89,13 @@ def _write(spec: ReleaseSpec, file: os.PathLike[str], tensors: dict[str, TensorR
     writer.close()
 
 
-def _config(spec: ReleaseSpec, dtype: torch.dtype | None) -> dict:
+def write_config(spec: ReleaseSpec, folder: Path, dtype: torch.dtype | None = None) -> None:
+    """Write ``folder/config.yaml`` for the tensors of ``spec`` written there in this layout."""
+    (folder / "config.yaml").write_text(json.dumps(config_for(spec, dtype), indent=2) + "\n", encoding="utf-8")
+
+
+def config_for(spec: ReleaseSpec, dtype: torch.dtype | None) -> dict:
+    """The ``config.yaml`` of ``spec``: circuit-tracer's keys and the exact ``tl_circuits`` block."""
     layers = sorted(spec.layers)
     suffixes_in = {split_hook(spec.layers[la].hook_in)[1] for la in layers}
     suffixes_out = {split_hook(spec.layers[la].hook_out)[1] for la in layers}
