@@ -4,8 +4,9 @@ files, so a set larger than the host's memory can be traced.
 What each protocol member reads (``n`` features asked for, ``N`` input rows)::
 
     encode / pre_activation   x @ W_enc.T + b_enc, over row blocks of W_enc of ``chunk_bytes``
-                              read from disk (or the whole encoder, kept while
-                              ``encoder_cache_bytes`` allows)
+                              read from the mapped file (on the CPU the product reads the
+                              pages in place), or the whole encoder once cached
+                              (``encoder_cache_bytes``)
     encoder_rows(l, idx)      the n rows of W_enc[l]
     decoder_vectors(l, idx)   the n rows of W_dec[l] (for a CLT, one [n, d_out] block per
                               output layer)
@@ -14,7 +15,8 @@ What each protocol member reads (``n`` features asked for, ``N`` input rows)::
 
 Biases, thresholds and skip matrices (``d_out x d_in``) are small and held in memory. Pages read
 from the files are dropped from this process' resident memory after each use (the OS page cache
-keeps them while it has room), so peak memory is the encoder cache plus one block. ``to`` returns
+keeps them while it has room), so peak memory is the encoder cache plus one block (on the CPU,
+no cache by default). ``to`` returns
 a new set reading the same mapped files, computing on another device or in another dtype.
 """
 
@@ -35,8 +37,10 @@ from tl_circuits.transcoders.releases.safetensors_map import row_blocks
 
 #: Rows of an encoder read per step when it is applied from disk.
 CHUNK_BYTES = 64 * 2**20
-#: Share of the free memory of the target device that cached encoders may take by default.
-CACHE_SHARE = 0.25
+#: Share of a CUDA device's free memory that cached encoders may take by default. On the CPU the
+#: default is no cache: the OS page cache keeps the files' pages while it has room, without
+#: counting them against the process.
+CACHE_SHARE = 0.5
 
 
 def available_memory(device: torch.device) -> int:
@@ -66,7 +70,9 @@ class LazyTranscoders:
         device / dtype: where and in which dtype to compute (default CPU and the files' dtype).
         chunk_bytes: bytes of encoder rows read per step when the encoder is not cached.
         encoder_cache_bytes: encoders (in ``dtype`` on ``device``) kept in memory after their
-            first use, up to this many bytes in all; default a quarter of the free memory.
+            first use, up to this many bytes in all; default none on the CPU (the OS page cache
+            serves repeated reads) and half of the free memory of a CUDA device (so a set that
+            suits the GPU but not the host reads each encoder from disk once).
     """
 
     def __init__(
@@ -84,8 +90,10 @@ class LazyTranscoders:
         self._dtype = dtype if dtype is not None else spec.dtype()
         self._chunk_bytes = int(chunk_bytes)
         self._cache_arg = encoder_cache_bytes
-        self._cache_left = (int(CACHE_SHARE * available_memory(self._device))
-                            if encoder_cache_bytes is None else int(encoder_cache_bytes))
+        if encoder_cache_bytes is None:
+            on_gpu = self._device.type == "cuda"
+            encoder_cache_bytes = int(CACHE_SHARE * available_memory(self._device)) if on_gpu else 0
+        self._cache_left = int(encoder_cache_bytes)
         self._encoders: dict[int, torch.Tensor] = {}
         self._n = max(spec.layers) + 1
         self._small: dict[tuple[int, str], torch.Tensor] = {}
@@ -290,6 +298,13 @@ class LazyTranscoders:
         from tl_circuits.transcoders.releases.writer import write_release
 
         write_release(self._spec, path, progress=False)
+
+    def __getstate__(self) -> dict:
+        raise ConfigError(
+            "a memory-mapped transcoder set cannot be pickled or sent elsewhere (e.g. to a remote "
+            "nnsight server): its weights stay in files on this machine. Load it with lazy=False, "
+            "or load the same source where the model runs."
+        )
 
     def _layer(self, layer: int) -> Any:
         try:

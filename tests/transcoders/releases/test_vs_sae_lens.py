@@ -174,3 +174,27 @@ def test_mntss_clt_loads_whole_and_matches_sae_lens_per_layer_view(tmp_path, mon
             idx = torch.arange(fh.F)
             summed = sum(clt.decoder_vectors(layer, idx).values())
             torch.testing.assert_close(summed, sae.W_dec, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("release", ["qwen3", "gemmascope"], indirect=True)
+def test_auto_maps_a_release_too_big_for_memory_without_reading_it(release, monkeypatch):
+    """``lazy="auto"`` sizes a safetensors release from its headers and maps it when it does not
+    fit, never loading it through sae_lens; npz (GemmaScope) cannot be mapped and is read."""
+    from tl_circuits.transcoders.releases import load
+
+    name, ids, _, _ = release
+    monkeypatch.setattr(load, "available_memory", lambda device: 10_000)  # bytes
+    got = tc.load_transcoders(name, ids=ids)
+    assert isinstance(got, LazyTranscoders) == (name != "gemma-scope-2b-pt-transcoders")
+
+
+def test_gemmascope2_without_config_json_falls_back_to_our_readers(tmp_path, monkeypatch):
+    """A folder without config.json: sae_lens asks the Hub (impossible offline), we infer the sites
+    from the release, as sae_lens would online, and say so."""
+    cache = fh.use_cache(tmp_path, monkeypatch)
+    _, ids = fh.gemmascope2(cache, config=False)
+    fh.patch_release(monkeypatch, "gemma-scope-2-270m-pt-transcoders", saes_map={i: i for i in ids})
+    with pytest.warns(UserWarning, match="sae_lens could not load gemma-scope-2-270m-pt-transcoders"):
+        got = tc.load_transcoders("gemma-scope-2-270m-pt-transcoders", ids=ids)
+    assert [got.hook_in(la) for la in got.layers] == [f"blocks.{la}.mlp.hook_in" for la in range(3)]
+    assert got.has_skip(0) and isinstance(got, TranscoderSet)

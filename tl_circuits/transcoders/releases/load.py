@@ -77,12 +77,17 @@ def load_transcoders(
     wanted = None if layers is None else [int(la) for la in layers]
     target = torch.device(device if device is not None else "cpu")
     release = _release(source)
+    spec = None
     if release is not None and lazy is not True and release.conversion in registry.SAE_LENS_ROUTE \
             and registry.sae_lens_available():
+        if lazy == "auto" and release.conversion != "gemma_2_transcoder":  # safetensors: headers only
+            spec = resolve_spec(source, layers=wanted, ids=ids)
+            if wants_lazy(spec, target, dtype):
+                return LazyTranscoders(spec, device=target, dtype=dtype)
         loaded = _via_sae_lens(release, ids, wanted, target, dtype)
         if loaded is not None:
             return loaded
-    spec = resolve_spec(source, layers=wanted, ids=ids)
+    spec = spec or resolve_spec(source, layers=wanted, ids=ids)
     return build(spec, target, dtype, lazy)
 
 
@@ -106,9 +111,7 @@ def build(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | None,
     if lazy not in (True, False, "auto"):
         raise ConfigError(f"lazy must be True, False or 'auto', got {lazy!r}.")
     if lazy == "auto":
-        itemsize = torch.empty((), dtype=dtype or spec.dtype()).element_size()
-        size = spec.nbytes() // spec.dtype().itemsize * itemsize
-        lazy = spec.mappable and size > LAZY_SHARE * available_memory(device)
+        lazy = wants_lazy(spec, device, dtype)
     if lazy:
         if not spec.mappable:
             raise ConfigError(
@@ -118,6 +121,13 @@ def build(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | None,
             )
         return LazyTranscoders(spec, device=device, dtype=dtype)
     return materialize(spec, device, dtype)
+
+
+def wants_lazy(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | None) -> bool:
+    """``lazy="auto"``: a mappable set larger than :data:`LAZY_SHARE` of the free memory."""
+    itemsize = torch.empty((), dtype=dtype or spec.dtype()).element_size()
+    size = spec.nbytes() // spec.dtype().itemsize * itemsize
+    return spec.mappable and size > LAZY_SHARE * available_memory(device)
 
 
 def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | None) -> Transcoders:
@@ -132,7 +142,9 @@ def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | No
             return None
         t = ref.view(spec.files)
         t = t.T if transpose else t
-        out = t.to(device=device, dtype=dtype or t.dtype, copy=True).contiguous()
+        # a mapped tensor is copied (the set must not depend on the file); one already read
+        # (npz) is used as it is, so a set is never held twice
+        out = t.to(device=device, dtype=dtype or t.dtype, copy=ref.file is not None).contiguous()
         spec.files.release()
         return out
 
