@@ -61,8 +61,17 @@ def parse_hub_ref(text: str) -> HubRef | None:
     return HubRef(match.group("repo"), match.group("path").strip("/"), match.group("rev"))
 
 
+def _require_hub() -> None:
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        raise ConfigError("Hugging Face references need huggingface_hub: pip install "
+                          "'tl-circuits[releases]' (it also comes with transformers).") from None
+
+
 def offline() -> bool:
     """Whether downloads are forbidden (``HF_HUB_OFFLINE``)."""
+    _require_hub()
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
@@ -76,6 +85,7 @@ def _download_hint(ref: HubRef, what: str) -> str:
 
 def cached(ref: HubRef, filename: str) -> Path | None:
     """The cached copy of ``filename`` (relative to the repository root), or None."""
+    _require_hub()
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(ref.repo_id, filename, revision=ref.revision)
