@@ -19,6 +19,7 @@ from .transcoders import (
     Transcoders,
     TranscoderSet,
     as_transcoders,
+    load_transcoders,
 )
 
 __all__ = [
@@ -45,5 +46,6 @@ __all__ = [
     "evaluate_transcoders",
     "generate",
     "intervene",
+    "load_transcoders",
     "train_transcoders",
 ]

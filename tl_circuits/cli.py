@@ -359,6 +359,42 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_transcoders(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcoders", help="work with published transcoder releases (convert)",
+                       description="Published transcoder releases: `convert` writes any source "
+                       "as memory-mappable safetensors, once.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = actions.add_parser(
+        "convert", help="write a release as memory-mappable safetensors",
+        description="Write SOURCE (a folder, a config.yaml, an hf://org/repo[/path] reference, "
+        "org/repo@revision, or a sae_lens release name with --ids) to DIR as memory-mappable "
+        "safetensors, streaming with a progress bar; DIR appears complete or not at all. Then "
+        "load DIR with tl_circuits.load_transcoders(DIR, lazy=True). Example: tl-circuits "
+        "transcoders convert gemma-scope-2b-pt-transcoders gemmascope --ids "
+        "layer_0/width_16k/average_l0_76 layer_1/width_16k/average_l0_65",
+    )
+    c.add_argument("source")
+    c.add_argument("dir")
+    c.add_argument("--layers", type=int, nargs="+", default=None, help="only these layers")
+    c.add_argument("--ids", nargs="+", default=None, help="sae_lens release ids (one per layer)")
+    c.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="cast on the way (default: keep the files' dtype)")
+    c.set_defaults(func=_run_transcoders_convert)
+
+
+def _run_transcoders_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from tl_circuits.transcoders import convert_transcoders
+
+    if os.path.exists(args.dir) and not os.path.isdir(args.dir):
+        raise FileFormatError(f"{args.dir} is a file; give a folder to write the converted set to.")
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    convert_transcoders(args.source, args.dir, layers=args.layers, ids=args.ids, dtype=dtype)
+    _say(f"wrote {args.dir}; load it with tl_circuits.load_transcoders({args.dir!r}, lazy=True)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = _Parser(prog="tl-circuits", description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -366,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_attribute, _add_prune, _add_export, _add_serve, _add_train,
                 _add_dashboards, _add_intervene):
         add(sub)
+    _add_transcoders(sub)
     return parser
 
 
