@@ -54,6 +54,12 @@ def test_hook_the_model_does_not_have(model):
         tc.attribute(model, wrong, [1, 2, 3], progress=False)
 
 
+def test_a_read_point_that_is_not_an_mlp_input(model):
+    wrong = tc.TranscoderSet([tiny_transcoder(0, "relu", hook_in="blocks.{l}.hook_resid_pre")])
+    with pytest.raises(tc.ConfigError, match=r"reads 'blocks.0.hook_resid_pre', which is not an MLP input"):
+        tc.attribute(model, wrong, [1, 2, 3], progress=False)
+
+
 def test_layer_beyond_the_model(model):
     wrong = tc.TranscoderSet([tiny_transcoder(5, "relu")])
     with pytest.raises(tc.ConfigError, match=r"layer 5.*layers 0..2"):

@@ -39,11 +39,11 @@ def test_inference_forms_by_name():
 @pytest.mark.parametrize(("name", "threshold", "k", "message"), [
     ("jumprelu", None, None, "activation='jumprelu' needs a threshold tensor of shape [d_sae][2]."),
     ("jumprelu", torch.zeros(3), None, "threshold[2] has shape (3,), expected (4,) = [d_sae]"),
-    ("relu", torch.zeros(4), None, "threshold is only used by activation='jumprelu', not 'relu'"),
+    ("relu", torch.zeros(4), None, "threshold is only used by activation='jumprelu' or 'jumprelu_signed', not 'relu'"),
     ("topk", None, None, "activation='topk' needs an integer k with 0 < k <= d_sae=4, got None."),
     ("topk", None, 5, "0 < k <= d_sae=4, got 5."),
     ("topk", None, True, "got True."),
-    ("jumprelu", torch.zeros(4), 2, "k is only used by activation='topk', not 'jumprelu'"),
+    ("jumprelu", torch.zeros(4), 2, "k is only used by activation='topk' or 'topk_signed', not 'jumprelu'"),
 ])
 def test_parameter_checks_say_what_is_wrong(name, threshold, k, message):
     with pytest.raises(ConfigError) as info:

@@ -17,10 +17,14 @@ from ..hosts import as_host
 from ..hosts.base import Host
 from ..hosts.prompts import EncodedPrompt, PromptLike, encode_prompt
 from ..transcoders import Transcoders, as_transcoders
+from ..transcoders.hook_vocabulary import check_read_points
 
 
 def check_compatible(host: Host, transcoders: Transcoders) -> None:
-    """Raise ConfigError if the transcoders cannot be spliced into the host's model."""
+    """Raise ConfigError if the transcoders cannot be spliced into the host's model: a layer the
+    model lacks, a site it lacks, widths other than d_model, a read point that is not an MLP input
+    (:func:`~tl_circuits.transcoders.hook_vocabulary.check_read_points`), or a write point that is
+    not the MLP output."""
     for layer in transcoders.layers:
         if not 0 <= layer < host.n_layers:
             raise ConfigError(
@@ -41,6 +45,7 @@ def check_compatible(host: Host, transcoders: Transcoders) -> None:
             f"transcoder d_in={transcoders.d_in}, d_out={transcoders.d_out} but the model has "
             f"d_model={host.d_model}; these transcoders were trained for a different model"
         )
+    check_read_points(transcoders)
     for layer in transcoders.out_layers:
         if transcoders.hook_out(layer) != host.mlp_out_hook(layer):
             raise ConfigError(

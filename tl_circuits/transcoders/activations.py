@@ -6,6 +6,13 @@ For pre-activations ``pre [..., d_sae]`` (Ameisen et al. 2025, "Circuit tracing"
     relu(pre)             = max(pre, 0)
     jumprelu(pre; theta)  = relu(pre) * H(pre - theta)        theta: [d_sae] per-feature thresholds
     topk(pre; k)          = relu(pre) at the k largest entries of each row, 0 elsewhere
+    jumprelu_signed(pre; theta) = pre * H(pre - theta)      circuit-tracer's JumpReLU (equals
+                                                            jumprelu when every theta >= 0)
+    topk_signed(pre; k)   = pre at the k largest entries    circuit-tracer's TopK (no relu: a
+                                                            negative value among the k is kept)
+
+The two signed forms are what circuit-tracer-format releases need (a negative threshold,
+``activation: topk`` in a ``config.yaml``), so their graphs match circuit-tracer's.
 
 Training forms (used by :mod:`tl_circuits.training.stack`) have the same forward values, with
 gradients the inference forms lack. JumpReLU and its L0 penalty use the straight-through
@@ -171,9 +178,22 @@ def _topk(pre: torch.Tensor, threshold: torch.Tensor | None, k: int | None) -> t
     return torch.zeros_like(pre).scatter(-1, indices, values)
 
 
+def _jumprelu_signed(pre: torch.Tensor, threshold: torch.Tensor | None, k: int | None) -> torch.Tensor:
+    assert threshold is not None
+    return pre * (pre > threshold).to(pre.dtype)
+
+
+def _topk_signed(pre: torch.Tensor, threshold: torch.Tensor | None, k: int | None) -> torch.Tensor:
+    assert k is not None
+    values, indices = torch.topk(pre, k=k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter(-1, indices, values)
+
+
 RELU = register_activation(Activation("relu", _relu, trainable=False))
 JUMPRELU = register_activation(Activation("jumprelu", _jumprelu, uses_threshold=True, trainable=True))
 TOPK = register_activation(Activation("topk", _topk, uses_k=True, trainable=True))
+JUMPRELU_SIGNED = register_activation(Activation("jumprelu_signed", _jumprelu_signed, uses_threshold=True))
+TOPK_SIGNED = register_activation(Activation("topk_signed", _topk_signed, uses_k=True))
 
 
 # ---- training forms ----------------------------------------------------------------------------

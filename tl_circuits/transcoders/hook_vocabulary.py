@@ -18,8 +18,9 @@ Releases name where their transcoders read and write in several vocabularies:
   nnsight forms such as ``model.layers[5].mlp`` and ``...pre_feedforward_layernorm.source.self__norm_0``.
 
 :func:`canonical_hook` turns any of these into one of the canonical names below;
-:func:`check_sites` refuses a set whose read point is not an MLP input or whose write point is not
-the MLP output of the model it is about to be spliced into.
+:func:`check_read_points` refuses a set whose read point is not an MLP input;
+:func:`tl_circuits.replacement.check_compatible` uses it with the checks against the model the
+set is about to be spliced into (layers, widths, sites, write points at the MLP output).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def canonical_hook(name: str, layer: int | None = None, *, model_type: str | Non
             before the MLP on Llama, the norm after attention on Gemma).
 
     Names of other TransformerLens sites (``blocks.3.hook_resid_pre``) come back unchanged, for
-    :func:`check_sites` to refuse with the model at hand; unreadable names are a ConfigError.
+    :func:`tl_circuits.replacement.check_compatible` to refuse with the model at hand; unreadable
+    names are a ConfigError.
 
     Example:
         >>> canonical_hook("hook_resid_mid", 3)
@@ -177,23 +179,13 @@ def split_hook(name: str) -> tuple[int, str]:
     return int(match.group("layer")), match.group("suffix")
 
 
-def check_sites(host: Any, transcoders: Any) -> None:
-    """Raise a ConfigError unless every layer of ``transcoders`` reads an MLP input of ``host``'s
-    model and every written layer writes that layer's MLP output (``host.mlp_out_hook``), at a
-    site the host has, with ``d_in = d_out = d_model``.
-
-    Read points allowed: ``blocks.{l}.ln2.hook_normalized``, ``blocks.{l}.mlp.hook_in`` (the
-    normalised residual before the MLP) and ``blocks.{l}.hook_resid_mid`` (the raw residual, for
-    releases trained there, such as circuit-tracer CLTs). ``replacement.check_compatible`` calls it.
+def check_read_points(transcoders: Any) -> None:
+    """Raise a ConfigError unless every layer of ``transcoders`` reads an MLP input of its own
+    layer: ``blocks.{l}.ln2.hook_normalized`` or ``blocks.{l}.mlp.hook_in`` (the normalised
+    residual before the MLP) or ``blocks.{l}.hook_resid_mid`` (the raw residual, for releases
+    trained there, such as circuit-tracer CLTs). ``replacement.check_compatible`` calls it with
+    the rest of the checks against a model.
     """
-    d_model = host.d_model
-    for which, width in (("d_in", transcoders.d_in), ("d_out", transcoders.d_out)):
-        if width != d_model:
-            raise ConfigError(
-                f"the transcoders have {which}={width} but this model has d_model={d_model}: the "
-                "release was made for another model (check its model name, e.g. gemma-2-2b has "
-                "d_model 2304, Qwen3-4B 2560); load the release that matches this model."
-            )
     for layer in transcoders.layers:
         name = transcoders.hook_in(layer)
         found, suffix = split_hook(name)
@@ -204,26 +196,3 @@ def check_sites(host: Any, transcoders: Any) -> None:
                 f"{', '.join(f'blocks.{layer}.{s}' for s in MLP_INPUTS)}. Check the release's "
                 "feature_input_hook / hook_name."
             )
-        _has(host, name, layer)
-    for layer in transcoders.out_layers:
-        name, want = transcoders.hook_out(layer), host.mlp_out_hook(layer)
-        if name != want:
-            raise ConfigError(
-                f"layer {layer}'s reconstruction writes {name!r}, but the MLP output of this model "
-                f"is {want!r}; tl_circuits replaces MLP outputs only. Check the release's "
-                "feature_output_hook / hook_name_out."
-            )
-        _has(host, name, layer)
-
-
-def _has(host: Any, name: str, layer: int) -> None:
-    if not 0 <= layer < host.n_layers:
-        raise ConfigError(
-            f"the transcoders cover layer {layer}, but this model has layers 0..{host.n_layers - 1}; "
-            "the release belongs to a deeper model (or pass layers=[...] to load_transcoders)."
-        )
-    if not host.has_hook(name):
-        raise ConfigError(
-            f"this model ({type(host).__name__}) has no site {name!r}, which the transcoders use; "
-            "check the release's hooks against the model, or use a host that exposes it."
-        )

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Float, Int
 
 from tl_circuits.errors import ConfigError
-from tl_circuits.transcoders.releases.activations import apply_activation
+from tl_circuits.transcoders.activations import get_activation
 from tl_circuits.transcoders.releases.layout import ReleaseSpec
 from tl_circuits.transcoders.releases.safetensors_map import row_blocks
 
@@ -188,8 +188,8 @@ class LazyTranscoders:
 
     def encode(self, layer: int, x: Float[torch.Tensor, "... d_in"]) -> Float[torch.Tensor, "... d_sae"]:
         """Feature activations of ``layer`` for inputs ``x``."""
-        return apply_activation(self.activation, self.pre_activation(layer, x),
-                                self._small.get((layer, "threshold")), self.k)
+        return get_activation(self.activation)(
+            self.pre_activation(layer, x), threshold=self._small.get((layer, "threshold")), k=self.k)
 
     def encoder_rows(
         self, layer: int, feature_idx: Int[torch.Tensor, " n"]

@@ -10,7 +10,8 @@ import tl_circuits as tc
 from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
-from tl_circuits.transcoders.hook_vocabulary import canonical_hook, check_sites
+from tl_circuits.replacement import check_compatible as check_sites
+from tl_circuits.transcoders.hook_vocabulary import canonical_hook
 
 from . import fake_hub as fh
 
@@ -100,7 +101,7 @@ def test_check_sites_refuses_what_is_not_an_mlp_site(qwen3_hosts, tmp_path, monk
         check_sites(host, wrong_read)
     fh.put(cache, "org/out", {"config.yaml": fh.ct_config("transcoder_set", [
         f"hf://org/attn/layer_{la}.safetensors" for la in range(3)], hook_out="hook_resid_post")})
-    with pytest.raises(ConfigError, match="writes 'blocks.0.hook_resid_post', but the MLP output"):
+    with pytest.raises(ConfigError, match=r"'blocks.\d.hook_resid_post', which this model does not have"):
         check_sites(host, tc.load_transcoders("hf://org/out"))
 
 
@@ -109,9 +110,9 @@ def test_check_sites_names_a_release_for_another_model(qwen3_hosts, tmp_path, mo
     fh.mntss_clt(cache, repo="mntss/wide")
     wide = tc.load_transcoders("mntss/wide")
     small = hf_model("qwen3", d_model=8, n_heads=2)
-    with pytest.raises(ConfigError, match="d_in=16 but this model has d_model=8: the release was made for another model"):
+    with pytest.raises(ConfigError, match="d_in=16, d_out=16 but the model has d_model=8; these transcoders were trained for a different model"):
         check_sites(as_host(small), wide)
     deep = tc.load_transcoders("mntss/wide")
     shallow = as_host(hf_model("qwen3", n_layers=2))
-    with pytest.raises(ConfigError, match="cover layer 2, but this model has layers 0..1"):
+    with pytest.raises(ConfigError, match="a transcoder is for layer 2, but the model has layers 0..1"):
         check_sites(shallow, deep)

@@ -23,8 +23,8 @@ from typing import Literal
 
 import torch
 
-from tl_circuits.errors import FileFormatError
-from tl_circuits.transcoders.releases.activations import USES_K, USES_THRESHOLD, check_activation
+from tl_circuits.errors import ConfigError, FileFormatError
+from tl_circuits.transcoders.activations import get_activation
 from tl_circuits.transcoders.releases.safetensors_map import MappedFile
 
 Kind = Literal["per_layer", "cross_layer"]
@@ -151,8 +151,11 @@ class ReleaseSpec:
 
     def check(self) -> ReleaseSpec:
         """Check that the shapes fit together; a FileFormatError naming the tensor if not."""
-        check_activation(self.activation, source=self.source)
-        if (self.activation in USES_K) != (self.k is not None):
+        try:
+            activation = get_activation(self.activation)
+        except ConfigError as err:
+            raise ConfigError(f"{self.source} asks for an activation tl_circuits does not know: {err}") from None
+        if activation.uses_k != (self.k is not None):
             raise FileFormatError(f"{self.source}: activation {self.activation!r} and k={self.k} do not fit.")
         if not self.layers:
             raise FileFormatError(f"{self.source} holds no transcoder layers.")
@@ -173,7 +176,7 @@ class ReleaseSpec:
                         f"{want[name]} (d_in={d_in}, d_sae={d_sae}, d_out={d_out}); the files do "
                         "not belong together. Re-download the release."
                     )
-            if (self.activation in USES_THRESHOLD) != (lr.threshold is not None):
+            if activation.uses_threshold != (lr.threshold is not None):
                 raise FileFormatError(
                     f"{self.source}, layer {la}: activation {self.activation!r} "
                     f"{'needs' if lr.threshold is None else 'does not use'} a threshold tensor."

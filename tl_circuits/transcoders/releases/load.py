@@ -23,7 +23,6 @@ from tl_circuits.transcoders.lazy import LazyTranscoders, available_memory
 from tl_circuits.transcoders.per_layer import Transcoder
 from tl_circuits.transcoders.protocol import Transcoders
 from tl_circuits.transcoders.releases import registry, sources
-from tl_circuits.transcoders.releases.activations import BASE
 from tl_circuits.transcoders.releases.file_readers import saelens_sites
 from tl_circuits.transcoders.releases.layout import ReleaseSpec, TensorRef
 from tl_circuits.transcoders.releases.writer import write_release
@@ -132,10 +131,7 @@ def wants_lazy(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | Non
 
 def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | None) -> Transcoders:
     """``spec`` read into a ``TranscoderSet`` / ``CrossLayerTranscoder`` (copies, never views of
-    the files). An activation those classes do not hold yet (``topk_signed``,
-    ``jumprelu_signed``) gives a :class:`LazyTranscoders` that keeps every encoder in memory."""
-    if spec.activation not in BASE:
-        return LazyTranscoders(spec, device=device, dtype=dtype, encoder_cache_bytes=2**62)
+    the files)."""
 
     def read(ref: TensorRef | None, *, transpose: bool = False) -> torch.Tensor | None:
         if ref is None:
@@ -150,7 +146,7 @@ def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | No
 
     rows = list(spec.layers.values())
     if spec.kind == "cross_layer":
-        thresholds = [read(lr.threshold) for lr in rows] if spec.activation == "jumprelu" else None
+        thresholds = [read(lr.threshold) for lr in rows] if rows[0].threshold is not None else None
         skips = [read(lr.W_skip) for lr in rows] if rows[0].W_skip is not None else None
         return CrossLayerTranscoder(
             W_enc=[_t(read(lr.W_enc, transpose=True)) for lr in rows],
@@ -165,7 +161,7 @@ def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | No
         Transcoder(_t(read(lr.W_enc, transpose=True)), _t(read(lr.b_enc)), _t(read(lr.W_dec)),
                    _t(read(lr.b_dec)), hook_name=lr.hook_in, hook_name_out=lr.hook_out,
                    activation=spec.activation, k=spec.k,
-                   threshold=read(lr.threshold) if spec.activation == "jumprelu" else None,
+                   threshold=read(lr.threshold),
                    W_skip=read(lr.W_skip))
         for lr in rows
     ])
@@ -173,10 +169,9 @@ def materialize(spec: ReleaseSpec, device: torch.device, dtype: torch.dtype | No
 
 def clt_skip_argument(w_skip: torch.Tensor) -> torch.Tensor:
     """The ``W_skip`` that ``CrossLayerTranscoder``'s constructor takes, from tl_circuits'
-    ``[d_out, d_in]`` (``skip(x) = x @ W_skip.T``): today ``[d_in, d_out]``, so transposed.
-    Every CLT skip built here passes through this one function (flip it when the constructor
-    takes ``[d_out, d_in]``)."""
-    return w_skip.T.contiguous()
+    ``[d_out, d_in]`` (``skip(x) = x @ W_skip.T``): the same layout, as every in-memory skip.
+    Every CLT skip built here passes through this one function."""
+    return w_skip.contiguous()
 
 
 def convert_transcoders(
