@@ -11,7 +11,8 @@ import tl_circuits as tc
 from tl_circuits.cli import build_parser, main
 
 PROMPT = "w1 w2 Paris w3 w4"
-COMMANDS = ("demo", "attribute", "prune", "export", "serve", "train", "dashboards", "intervene")
+COMMANDS = ("demo", "attribute", "prune", "export", "serve", "train", "dashboards", "intervene",
+            "transcoders")
 
 
 @pytest.fixture(scope="module")

@@ -37,9 +37,11 @@ def _model_options(p: argparse.ArgumentParser, transcoders_required: bool = Fals
     p.add_argument("--model", default="default",
                    help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging Face "
                    "model directory (Llama, Qwen2, Qwen3, GPT-2, Gemma-2)")
-    p.add_argument("--transcoders", metavar="DIR", default=None, required=transcoders_required,
-                   help="SAELens transcoder folder (one sub-folder per layer) or a circuit-tracer "
-                   "CLT folder; default: the demo set cached by `tl-circuits demo`")
+    p.add_argument("--transcoders", metavar="SOURCE", default=None, required=transcoders_required,
+                   help="a SAELens transcoder folder (one sub-folder per layer), a circuit-tracer "
+                   "CLT folder or config.yaml, or a release (hf://org/repo, org/repo@revision, a "
+                   "sae_lens release name; from the Hugging Face cache); default: the demo set "
+                   "cached by `tl-circuits demo`")
 
 
 def _prompt_options(p: argparse.ArgumentParser) -> None:
@@ -119,7 +121,8 @@ def _run_attribute(args: argparse.Namespace) -> int:
     tc_path = transcoder_path(args.transcoders, args.model)
     transcoders = load_transcoders(tc_path)
     model = load()
-    graph = tc.attribute(model, transcoders, prompt, prepend_bos=not args.no_bos, targets=targets, max_n_logits=args.max_n_logits,
+    graph = tc.attribute(model, transcoders, prompt, prepend_bos=not args.no_bos, targets=targets,
+                         max_n_logits=args.max_n_logits,
                          max_feature_nodes=None if args.max_feature_nodes < 0 else args.max_feature_nodes,
                          feature_pool=args.feature_pool, batch_size=args.batch_size)
     graph.save(args.out)
@@ -188,8 +191,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--annotations", help="annotations file (default: GRAPH stem + .annotations.json)")
     p.add_argument("--model", default=None, help="'default' or a local HF model folder, to enable interventions")
-    p.add_argument("--transcoders", metavar="DIR", default=None,
-                   help="with --model: transcoders (default: the cached demo set)")
+    p.add_argument("--transcoders", metavar="SOURCE", default=None,
+                   help="with --model: transcoders, any source --transcoders of `attribute` takes "
+                   "(default: the cached demo set)")
     p.set_defaults(func=_run_serve)
 
 

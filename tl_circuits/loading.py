@@ -96,14 +96,20 @@ def model_loader(spec: str) -> Callable[[], Any]:
     return load_local
 
 
-def transcoder_path(arg: str | None, model: str) -> Path:
-    """The ``--transcoders`` folder (default: the cached demo set), checked to exist."""
+def transcoder_path(arg: str | None, model: str) -> Path | str:
+    """The ``--transcoders`` source: a local folder or file (checked to exist), any other source
+    :func:`tl_circuits.load_transcoders` reads (``hf://org/repo``, ``org/repo@rev``, a sae_lens
+    release name), or, when none is given, the cached demo set."""
     if arg is not None:
         path = Path(arg).expanduser()
-        if not path.is_dir():
-            raise FileFormatError(f"--transcoders {arg}: no such folder; pass a folder of SAELens "
-                                  "transcoders or a circuit-tracer CLT folder.")
-        return path
+        looks_local = path.exists() or arg.startswith((".", "/", "~")) or arg.endswith(".yaml")
+        if looks_local and not path.exists():
+            raise FileFormatError(
+                f"--transcoders {arg}: no such folder or file; pass a folder of SAELens "
+                "transcoders, a circuit-tracer CLT folder or config.yaml, or a release reference "
+                "(hf://org/repo, org/repo@revision, a sae_lens release name)."
+            )
+        return path if looks_local else arg
     budget = cached_budget()
     if model != "default":
         raise FileFormatError(f"--model {model} needs --transcoders DIR (the demo set fits only "
@@ -116,10 +122,9 @@ def transcoder_path(arg: str | None, model: str) -> Path:
     return demo_dir(budget)
 
 
-def load_transcoders(path: Path) -> Any:
-    """A circuit-tracer CLT folder (``W_enc_0.safetensors``) or SAELens transcoder folders."""
-    import tl_circuits as tc
+def load_transcoders(source: Path | str) -> Any:
+    """The transcoders at ``source`` (:func:`tl_circuits.load_transcoders`: any local format,
+    Hugging Face reference or sae_lens release)."""
+    from tl_circuits.transcoders.releases.load import load_transcoders as load
 
-    if (path / "W_enc_0.safetensors").is_file():
-        return tc.CrossLayerTranscoder.load(path)
-    return tc.TranscoderSet.load(path)
+    return load(source)
