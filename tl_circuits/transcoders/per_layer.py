@@ -181,19 +181,7 @@ class Transcoder(nn.Module):
         moved = {name: p.to(device=device, dtype=dtype) for name, p in params.items()}
         if all(moved[name] is p for name, p in params.items()):
             return self
-        return Transcoder(
-            moved["W_enc"],
-            moved["b_enc"],
-            moved["W_dec"],
-            moved["b_dec"],
-            hook_name=self.hook_name,
-            hook_name_out=self.hook_name_out,
-            activation=self.activation,
-            threshold=moved.get("threshold"),
-            k=self.k,
-            W_skip=moved.get("W_skip"),
-            cfg=self.cfg,
-        )
+        return type(self)._from_spec(self.cfg, saelens_io.parse_cfg(self.cfg), moved)
 
     def state_for_saving(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(cfg, tensors) as written to disk; ``cfg["dtype"]`` follows the current weights."""

@@ -197,10 +197,8 @@ def dtype_from_str(name: Any) -> torch.dtype | None:
     return value if isinstance(value, torch.dtype) else None
 
 
-def read_dir(
-    path: str | os.PathLike[str],
-) -> tuple[dict[str, Any], TranscoderSpec, dict[str, torch.Tensor]]:
-    """Read and validate a SAELens transcoder directory: (cfg, spec, tensors on CPU).
+def read_cfg(path: str | os.PathLike[str]) -> tuple[dict[str, Any], TranscoderSpec]:
+    """Read and validate the ``cfg.json`` of a SAELens transcoder directory: (cfg, spec).
 
     Every problem raises ``FileFormatError`` naming the path, what is wrong and how to fix it
     (``ConfigError`` for a well-formed config with unsupported settings).
@@ -224,7 +222,16 @@ def read_dir(
         raise FileFormatError(
             f"{cfg_path} is not valid JSON ({exc}); re-download or re-save it."
         ) from exc
-    spec = parse_cfg(cfg, source=str(cfg_path), malformed=FileFormatError)
+    return cfg, parse_cfg(cfg, source=str(cfg_path), malformed=FileFormatError)
+
+
+def read_dir(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], TranscoderSpec, dict[str, torch.Tensor]]:
+    """Read and validate a SAELens transcoder directory: (cfg, spec, tensors on CPU); errors as
+    :func:`read_cfg`'s, and for missing, truncated or misshapen weights."""
+    directory = Path(path)
+    cfg, spec = read_cfg(directory)
     weights_path = directory / WEIGHTS_FILENAME
     if not weights_path.is_file():
         raise FileFormatError(

@@ -141,17 +141,13 @@ def gemmascope2_sites(config_path: Path | None, layer: int) -> tuple[str, str]:
 def saelens_layer(folder: Path) -> tuple[LayerRefs, str, int | None]:
     """A SAELens transcoder folder: (tensors, activation, k). Hooks come from ``cfg.json``:
     ``metadata.hf_hook_name`` when present (the exact module), else ``hook_name``."""
-    cfg_path, weights = folder / saelens_io.CFG_FILENAME, folder / saelens_io.WEIGHTS_FILENAME
-    if not cfg_path.is_file() or not weights.is_file():
+    cfg, spec = saelens_io.read_cfg(folder)
+    weights = folder / saelens_io.WEIGHTS_FILENAME
+    if not weights.is_file():
         raise FileFormatError(
             f"{folder} is not a SAELens transcoder folder: it needs {saelens_io.CFG_FILENAME} and "
             f"{saelens_io.WEIGHTS_FILENAME}. Check the path."
         )
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{cfg_path} is not valid JSON ({exc}); re-download or re-save it.") from exc
-    spec = saelens_io.parse_cfg(cfg, source=str(cfg_path), malformed=FileFormatError)
     keys = safetensors_keys(weights)
     _require(weights, keys, list(spec.expected_shapes()), f"SAELens {spec.architecture}")
     hook_in, hook_out = saelens_sites(cfg, spec.hook_name, spec.hook_name_out)
