@@ -6,6 +6,13 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Nothing a test runs may install packages into the environment under test (TransformerLens'
+# Bridge runs `pip install torchvision` when a multimodal processor fails to load): pip without an
+# index or configured wheel folders, and uv offline, fail fast instead.
+os.environ["PIP_NO_INDEX"] = "1"
+os.environ["PIP_CONFIG_FILE"] = os.devnull
+os.environ["PIP_FIND_LINKS"] = ""
+os.environ["UV_OFFLINE"] = "1"
 
 import pytest  # noqa: E402  (after the offline switches)
 import torch  # noqa: E402

@@ -230,11 +230,17 @@ def on_host(kind: str, model, tmp_path, *, adds_bos: bool = True):
             model = copy.deepcopy(model)  # the Bridge and nnsight wrap the modules in place
             model.config.architectures = [type(model).__name__]  # how the Bridge picks its adapter
             if kind.startswith("bridge"):
+                from unittest import mock
+
                 from transformer_lens.model_bridge import TransformerBridge
 
-                bridge = TransformerBridge.boot_transformers(
-                    "tiny", hf_model=model, tokenizer=bridge_tokenizer(adds_bos, tmp_path / "tokenizer"), dtype=dtype,
-                    device="cpu")
+                # For a multimodal model (Gemma-3's ``gemma3``) the Bridge loads an image
+                # processor by name and, when that fails, runs ``pip install torchvision`` into
+                # the running environment. A text-only tiny model needs no processor.
+                with mock.patch("transformers.AutoProcessor.from_pretrained", return_value=None):
+                    bridge = TransformerBridge.boot_transformers(
+                        "tiny", hf_model=model, tokenizer=bridge_tokenizer(adds_bos, tmp_path / "tokenizer"),
+                        dtype=dtype, device="cpu")
                 if kind == "bridge_compat":
                     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
                 return bridge

@@ -128,8 +128,13 @@ def test_graph_matches_the_reference_set(case, tmp_path, monkeypatch):
         source, ref, family = "mntss/clt-tiny", clt_reference(ws, "hook_resid_mid"), "gemma2"
     else:
         repo, ws = fh.gemmascope2_clt(cache)
-        source, ref, family = f"hf://{repo}", clt_reference(ws, "mlp.hook_in", slots_from_layer=True), "gemma2"
-    model = tiny_model(family)
+        source, ref, family = f"hf://{repo}", clt_reference(ws, "mlp.hook_in", slots_from_layer=True), "gemma3_text"
+    if family == "gemma3_text":  # GemmaScope 2's CLT is for Gemma-3
+        from tests.hosts.hf_tiny import hf_model, on_host
+
+        model = on_host("hf", hf_model(family), None)
+    else:
+        model = tiny_model(family)
     want = tc.attribute(model, ref, PROMPT, progress=False)
     dense = want.adjacency.to_dense()
     assert dense.count_nonzero() > 50

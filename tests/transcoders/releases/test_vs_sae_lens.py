@@ -27,10 +27,11 @@ TINY = {"d_in": fh.D, "d_out": fh.D, "d_sae": fh.F}
 #: our ids, as paths).
 CASES = {
     "gemmascope": ("gemma-scope-2b-pt-transcoders", fh.gemmascope, {"config_overrides": TINY}, "gemma2"),
-    "gemmascope2_affine": ("gemma-scope-2-270m-pt-transcoders", fh.gemmascope2, {"saes_map": None}, "gemma2"),
+    "gemmascope2_affine": ("gemma-scope-2-270m-pt-transcoders", fh.gemmascope2, {"saes_map": None},
+                           "gemma3_text"),
     "gemmascope2_all": ("gemma-scope-2-1b-pt-transcoders-all",
                         lambda c: fh.gemmascope2(c, size="1b", affine=False, folder="transcoder_all"), {},
-                        "gemma2"),
+                        "gemma3_text"),
     "qwen3": ("mwhanna-qwen3-0.6b-transcoders-lowl0", fh.qwen3, {}, "qwen3"),
 }
 
@@ -108,10 +109,12 @@ def _sae_lens_set(ours, sae_of, ids):
 
 
 def _model(family):
-    if family == "qwen3":
+    """A tiny random model of the release's family: GemmaScope 2 is for Gemma-3 (local and global
+    layers, q/k norms), the mwhanna sets for Qwen3, GemmaScope for Gemma-2."""
+    if family in ("qwen3", "gemma3_text"):
         from tests.hosts.hf_tiny import hf_model, on_host
 
-        return on_host("hf", hf_model("qwen3"), None)
+        return on_host("hf", hf_model(family), None)
     return tiny_model(family)
 
 
