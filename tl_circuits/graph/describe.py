@@ -51,10 +51,18 @@ def token_node(graph: Graph, position: int) -> int:
 
 
 def strongest_token_path(graph: Graph, target: int = 0) -> Path | None:
-    """The strongest path (:meth:`Graph.strongest_path`) from any token node to target ``target``."""
+    """The strongest path (:meth:`Graph.strongest_path`) from a prompt token to target ``target``.
+
+    A BOS token in front is not a candidate: it is the same in every prompt and is where attention
+    sinks, so its direct path to the output is often the strongest while saying nothing about the
+    prompt (the same reason it carries no feature or error nodes).
+    """
     dst = int(graph.indices(NodeKind.TARGET)[target])
     best = None
-    for src in graph.indices(NodeKind.TOKEN).tolist():
+    tokens = graph.indices(NodeKind.TOKEN)
+    if graph.settings.get("has_bos"):
+        tokens = tokens[graph.node_position[tokens] != 0]
+    for src in tokens.tolist():
         try:
             path = graph.strongest_path(src, dst)
         except ConfigError:
