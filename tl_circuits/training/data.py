@@ -50,14 +50,6 @@ def model_name(model: Any) -> str:
     return "" if name is None else str(name)
 
 
-def check_sites(host: Host, names: list[str], message: str) -> None:
-    """ConfigError (``message`` first, then the missing names) unless the host has every site."""
-    missing = [h for h in names if not host.has_hook(h)]
-    if missing:
-        raise ConfigError(f"{message}: the model has no hook(s) {missing[:3]}"
-                          f"{'...' if len(missing) > 3 else ''}")
-
-
 def layer_activations(
     host: Host, tokens: Int[torch.Tensor, "batch pos"], hooks_in: list[str], hooks_out: list[str],
     *, skip_first: bool = False,

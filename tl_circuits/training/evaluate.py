@@ -19,10 +19,10 @@ from jaxtyping import Float, Int
 
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
-from tl_circuits.replacement import run_spliced, spliced
+from tl_circuits.replacement import prepare, run_spliced, spliced
 from tl_circuits.training.corpus import tokenize_contexts
-from tl_circuits.training.data import bos_to_prepend, check_sites, layer_activations, tokenizer_of
-from tl_circuits.transcoders import Transcoders, as_transcoders
+from tl_circuits.training.data import bos_to_prepend, layer_activations, tokenizer_of
+from tl_circuits.transcoders import Transcoders
 
 
 def layer_metrics(
@@ -86,11 +86,7 @@ def evaluate_transcoders(
         >>> m = evaluate_transcoders(model, transcoders, ["Some held-out text ..."])  # doctest: +SKIP
         >>> m["mean_fvu"], m["top1_agreement"]  # doctest: +SKIP
     """
-    host = as_host(model)
-    transcoders = as_transcoders(transcoders)
-    check_sites(host, [h for la in transcoders.layers
-                       for h in (transcoders.hook_in(la), transcoders.hook_out(la))],
-                "these transcoders belong to another model or hook layout")
+    host, transcoders = prepare(model, transcoders)  # checked against the model, a cast copy
     bos = bos_to_prepend(host)
     if isinstance(texts, torch.Tensor):
         if texts.dim() != 2 or texts.dtype != torch.long:
@@ -101,7 +97,6 @@ def evaluate_transcoders(
         contexts = tokenize_contexts(tokenizer_of(host), texts, ctx_len, bos_token_id=bos)
     if max_contexts is not None:
         contexts = contexts[:max_contexts]
-    transcoders = transcoders.to(device=host.device, dtype=host.dtype)
     result: dict[str, Any] = layer_metrics(host, transcoders, contexts, skip_first=bos is not None,
                                            batch=batch)
     agree, kl_sum, n = 0, 0.0, 0
