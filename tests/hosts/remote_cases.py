@@ -53,9 +53,9 @@ def _no_local_hooks(monkeypatch):
     monkeypatch.setattr(hf_modules.HFModules, "hooks", refuse)
 
 
-@pytest.mark.parametrize("family", HF_FAMILIES)
-def test_traced_graph_equals_local_graph_and_brute_force(family, tmp_path, monkeypatch):
-    model, transcoders = _setup(family, tmp_path)
+def check_traced_run(model, transcoders, monkeypatch):
+    """The traced graph (``remote="local"``, no PyTorch hooks) equals the local one and the
+    brute-force edges (1e-9, float64)."""
     local = tc.attribute(model, transcoders, PROMPT, batch_size=64, progress=False)
     with monkeypatch.context() as patch:
         _no_local_hooks(patch)
@@ -69,6 +69,11 @@ def test_traced_graph_equals_local_graph_and_brute_force(family, tmp_path, monke
     expected = brute_force_rows(model, transcoders, traced)  # local hooks, independent of the trace
     got = a[traced.rows_computed]
     assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-9
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_traced_graph_equals_local_graph_and_brute_force(family, tmp_path, monkeypatch):
+    check_traced_run(*_setup(family, tmp_path), monkeypatch)
 
 
 def test_traced_budgeted_float32_run(tmp_path):

@@ -11,30 +11,18 @@ refused with an error saying so.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-import torch
 
 import tl_circuits as tc
 from tests.core.tiny import tiny_transcoder
-from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
-from tests.hosts.reference import brute_force_rows
+from tests.hosts.hf_tiny import hf_model, on_host
+from tests.hosts.remote_cases import _server_like, check_traced_run  # noqa: F401 (an autouse fixture)
 from tl_circuits.errors import ConfigError
-from tl_circuits.hosts import hf_modules
 
 PROMPT = [0, 3, 17, 9, 41, 5, 22]
 HOOK_IN = {"gemma3_text": "blocks.{l}.ln2.hook_normalized", "olmo2": "blocks.{l}.mlp.hook_in",
            "qwen3_moe": "blocks.{l}.hook_resid_mid", "starcoder2": "blocks.{l}.ln2.hook_normalized",
            "phi3": "blocks.{l}.mlp.hook_in"}
-
-
-@pytest.fixture(autouse=True)
-def _server_like(monkeypatch):
-    monkeypatch.setattr(sys, "meta_path",
-                        [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")])
-    with float64_softmax():
-        yield
 
 
 def _setup(family, tmp_path):
@@ -46,19 +34,7 @@ def _setup(family, tmp_path):
 
 @pytest.mark.parametrize("family", ["gemma3_text", "olmo2", "qwen3_moe", "starcoder2"])
 def test_traced_graph_equals_local_graph_and_brute_force(family, tmp_path, monkeypatch):
-    model, transcoders = _setup(family, tmp_path)
-    local = tc.attribute(model, transcoders, PROMPT, batch_size=64, progress=False)
-    with monkeypatch.context() as patch:
-        patch.setattr(hf_modules.HFModules, "hooks", lambda *a, **k: pytest.fail("local hooks"))
-        traced = tc.attribute(model, transcoders, PROMPT, batch_size=64, progress=False, remote="local")
-    assert traced.n_features == local.n_features > 20
-    for field in ("node_kind", "node_layer", "node_position", "node_index", "rows_computed"):
-        assert torch.equal(getattr(traced, field), getattr(local, field)), field
-    a, b = traced.adjacency.to_dense(), local.adjacency.to_dense()
-    assert float((a - b).abs().max() / b.abs().max()) <= 1e-9
-    expected = brute_force_rows(model, transcoders, traced)
-    got = a[traced.rows_computed]
-    assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-9
+    check_traced_run(*_setup(family, tmp_path), monkeypatch)
 
 
 def test_traced_run_without_query_key_projections_is_refused(tmp_path):
