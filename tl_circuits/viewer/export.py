@@ -183,6 +183,7 @@ def graph_to_json(
             "slug": slug, "scan": scan, "transcoder_list": [], "prompt": g.prompt or "",
             "prompt_tokens": list(g.str_tokens), "node_threshold": pruning["node_threshold"],
             "edge_threshold": pruning["edge_threshold"], "schema_version": 1, "n_layers": n_layers,
+            "scores": pruning.get("scores"),
             "generator": "tl_circuits",
         },
         "qParams": {"pinnedIds": list((annotations or {}).get("pinnedIds", [])), "supernodes": supernodes,
