@@ -182,9 +182,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from tl_circuits.viewer import serve
 
-    say(f"Viewer of {PROMPTS[0]!r}: http://{args.host}:{args.port}/  (Ctrl-C stops)")
-    serve(str(paths[0]), dashboards=str(dash), host=args.host, port=args.port, model=model,
-          transcoders=transcoders)
+    serve(str(out), dashboards=str(dash), host=args.host, port=args.port, model=model, transcoders=transcoders,
+          announce=lambda url: say(f"Viewer of the graphs in {out}: {url}  (Ctrl-C stops)"))
     return 0
 
 

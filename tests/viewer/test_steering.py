@@ -13,8 +13,8 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 import tl_circuits  # noqa: E402
-from tl_circuits.viewer.steering import Steering  # noqa: E402
 from tl_circuits.viewer.server import create_app  # noqa: E402
+from tl_circuits.viewer.steering import Steering  # noqa: E402
 
 
 @pytest.fixture()

@@ -37,6 +37,13 @@ class Entry:
     graph_json: dict[str, Any] | None = None
     error: str | None = None
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The viewer JSON (built by :meth:`Gallery.entry`)."""
+        if self.graph_json is None:
+            raise FileFormatError(f"graph {self.id!r} has not been read yet")
+        return self.graph_json
+
 
 def _is_graph_file(path: Path) -> bool:
     name = path.name

@@ -119,8 +119,7 @@ def create_app(
                 "supernodes": [list(s) for s in data["qParams"]["supernodes"] if len(s) >= 2]}
 
     def current_annotations(e: Entry) -> dict[str, Any]:
-        assert e.graph_json is not None
-        return read_annotations(e.annotations_path) if e.annotations_path.exists() else initial_annotations(e.graph_json)
+        return read_annotations(e.annotations_path) if e.annotations_path.exists() else initial_annotations(e.data)
 
     def api(handler: Any) -> Any:
         async def wrapped(request: Request) -> Response:
@@ -140,7 +139,7 @@ def create_app(
 
     async def get_graph(request: Request) -> Response:
         e = await run_in_threadpool(entry_of, request)
-        return JSONResponse({**e.graph_json, "id": e.id} if e.graph_json else {}, headers=headers())
+        return JSONResponse({**e.data, "id": e.id}, headers=headers())
 
     async def info(request: Request) -> Response:
         e = await run_in_threadpool(entry_of, request)
@@ -156,8 +155,7 @@ def create_app(
 
     async def feature_labels(request: Request) -> Response:
         e = await run_in_threadpool(entry_of, request)
-        assert e.graph_json is not None
-        keys = sorted({(int(n["layer"]), int(n["feature_index"])) for n in e.graph_json["nodes"]
+        keys = sorted({(int(n["layer"]), int(n["feature_index"])) for n in e.data["nodes"]
                        if n.get("feature_index") is not None and dash is not None
                        and dash.has(int(n["layer"]), int(n["feature_index"]))})
         out = await run_in_threadpool(lambda: {f"{la}_{ix}": summary_of(la, ix) for la, ix in keys})
@@ -190,14 +188,14 @@ def create_app(
 
     async def export_json(request: Request) -> Response:
         e = await run_in_threadpool(entry_of, request)
-        data = apply_annotations(e.graph_json or {}, current_annotations(e))
+        data = apply_annotations(e.data, current_annotations(e))
         name = f"{data['metadata']['slug']}.annotated.json"
         return JSONResponse(data, headers=headers({"Content-Disposition": f'attachment; filename="{name}"'}))
 
     async def export_html(request: Request) -> Response:
         e = await run_in_threadpool(entry_of, request)
         ann = current_annotations(e)
-        data = apply_annotations(e.graph_json or {}, ann)
+        data = apply_annotations(e.data, ann)
         html = await run_in_threadpool(standalone_html, data, ann, features_of(data))
         name = f"{data['metadata']['slug']}.html"
         return Response(html, media_type="text/html; charset=utf-8",
@@ -221,7 +219,7 @@ def create_app(
         e = await run_in_threadpool(entry_of, request)
         body = await read_json(request)
         try:
-            result = await run_in_threadpool(steering.run, e.graph_json, body)
+            result = await run_in_threadpool(steering.run, e.data, body)
         except Busy as err:
             return error(429, str(err))
         except (ValueError, KeyError, TypeError, IndexError) as err:  # ConfigError is a ValueError
@@ -234,7 +232,7 @@ def create_app(
         e = await run_in_threadpool(entry_of, request)
         body = await read_json(request)
         try:
-            result = await run_in_threadpool(steering.legacy, e.graph_json, body["settings"])
+            result = await run_in_threadpool(steering.legacy, e.data, body["settings"])
         except Busy as err:
             return error(429, str(err))
         except (ValueError, KeyError, TypeError, IndexError) as err:  # ConfigError is a ValueError
@@ -285,7 +283,7 @@ def serve(
     model: Any = None,
     transcoders: Any = None,
     log_level: str = "warning",
-    announce: Callable[[str], None] | None = None,
+    announce: Callable[[str], object] | None = None,
 ) -> None:
     """Serve the viewer for ``graph`` (a graph file, several, or a folder of graphs) at
     http://host:port/ until interrupted (Ctrl-C). ``announce`` is called with the URL once the
