@@ -8,9 +8,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (tests/viewer/install_browse
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -82,10 +80,6 @@ def test_click_pin_group_save_reload(browser, graph_file, dashboards, tmp_path):
         assert browser.execute_script(
             f"return document.querySelector('g.node[data-node-id=\"{ids[0]}\"] text').textContent"
         ) == "first feature"
-        if os.environ.get("TLC_VIEWER_SCREENSHOT"):  # docs/images/viewer.png is made this way
-            click_node(browser, ids[0])
-            wait_for(browser, "return document.querySelectorAll('#dashboard .example').length > 0")
-            Path(os.environ["TLC_VIEWER_SCREENSHOT"]).write_bytes(browser.get_screenshot_as_png())
 
         html = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/export.html", timeout=30).read()
     # the server is gone: the exported file opens on its own

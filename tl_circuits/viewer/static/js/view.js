@@ -110,12 +110,12 @@
           g.append("text").attr("class", "out-label").style("font-size", FONT + "px")
             .attr("transform", "translate(3,-10) rotate(-45)").text(trunc(T.label(G, n), 18));
         } else if (T.isFeature(n)) {
-          // the label fits between neighbours in the cell; user labels show whenever the row has room
-          const chars = Math.floor(p.gap / 6.2);
+          // the label goes right of the circle, in the room left before the next node of the cell
+          const chars = Math.floor((p.gap - 2 * r - 6) / 6.2);
           const user = T.userLabel(G, n);
-          if (p.rowH >= 24 && (chars >= 5 || (user && p.gap >= 20))) {
-            g.append("text").attr("class", "feat-label" + (user ? " user" : "")).attr("y", r + SMALL)
-              .attr("text-anchor", "middle").style("font-size", SMALL + "px").text(trunc(T.label(G, n), Math.max(chars, user ? 24 : 8)));
+          if (chars >= 5 || (user && chars >= 3)) {
+            g.append("text").attr("class", "feat-label" + (user ? " user" : "")).attr("x", r + 3).attr("y", 4)
+              .style("font-size", SMALL + "px").text(trunc(T.label(G, n), user ? Math.max(chars, 24) : chars));
           }
         }
       });
