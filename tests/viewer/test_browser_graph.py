@@ -114,16 +114,21 @@ def test_automatic_labels_and_search(browser, graph_file, dashboards, tmp_path):
         shown = browser.execute_script(
             "return [...document.querySelectorAll('#graph g.node.feature')].map(g => [g.dataset.nodeId,"
             " g.querySelector('text.feat-label') ? g.querySelector('text.feat-label').textContent : null])")
-        labelled = [(i, t) for i, t in shown if t]
-        assert len(labelled) >= 3
-        for nid, text in labelled:
+        listed = dict(browser.execute_script(
+            "return [...document.querySelectorAll('#label-list li')].map(li => [li.dataset.nodeId,"
+            " li.firstChild.textContent])"))
+        drawn = [(i, t) for i, t in shown if t]
+        assert drawn, "some feature has room for its label"
+        for nid in [i for i, _ in shown]:
             layer, index, _ = (int(x) for x in nid.split("_"))
             s = feature_summary(dashboards.feature(layer, index))
-            late = layer >= n_layers / 2
-            promoted = (late and s["promoted"]) or not s["activating"]
+            promoted = (layer >= n_layers / 2 and s["promoted"]) or not s["activating"]
             words = s["promoted"][:2] if promoted else s["activating"][:2]
             expected = ("→ " if promoted else "on ") + ", ".join(w.strip() or json.dumps(w) for w in words)
-            assert text == expected or (text.endswith("…") and expected.startswith(text[:-1])), (nid, text, expected)
+            assert listed[nid] == expected, (nid, listed[nid], expected)
+        for nid, text in drawn:
+            assert text == listed[nid] or (text.endswith("…") and listed[nid].startswith(text[:-1])), (nid, text)
+        labelled = [(i, listed[i]) for i, _ in shown]
         # the labels list: every feature and output, filtered by the search box
         total = browser.execute_script("return document.querySelectorAll('#label-list li').length")
         assert total >= len(shown)

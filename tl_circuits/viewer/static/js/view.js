@@ -113,7 +113,7 @@
           // the label goes right of the circle, in the room left before the next node of the cell
           const chars = Math.floor((p.gap - 2 * r - 6) / 6.2);
           const user = T.userLabel(G, n);
-          if (chars >= 5 || (user && chars >= 3)) {
+          if (chars >= 5 || user) {
             g.append("text").attr("class", "feat-label" + (user ? " user" : "")).attr("x", r + 3).attr("y", 4)
               .style("font-size", SMALL + "px").text(trunc(T.label(G, n), user ? Math.max(chars, 24) : chars));
           }
