@@ -86,8 +86,10 @@
     for (const [k, arr] of cells) {
       const r = Math.floor(k / 100000), p = k % 100000;
       arr.sort((a, b) => (a.influence ?? 0) - (b.influence ?? 0));
-      const gap = colW[p] / arr.length;
-      arr.forEach((n, i) => pos.set(n.node_id, { x: colX[p] + (i + 0.5) * gap, y: rowY[r], gap, rowH: rowH[r] }));
+      // outputs get at least 34 px each (their labels are slanted above), reaching left if needed
+      const width = r === nRows - 1 ? Math.min(iw, Math.max(colW[p], arr.length * 34)) : colW[p];
+      const x0 = Math.max(M.left, Math.min(colX[p], colX[p + 1] - width)), gap = width / arr.length;
+      arr.forEach((n, i) => pos.set(n.node_id, { x: x0 + (i + 0.5) * gap, y: rowY[r], gap, rowH: rowH[r] }));
     }
     return { pos, colX, colW, rowY, rowH, rowUsed, nRows, M, W, H, nPos };
   };
