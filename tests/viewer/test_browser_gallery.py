@@ -116,3 +116,27 @@ def test_steering_round_trip(browser, graph_file, graph, model, transcoders, tmp
         ids = tl_circuits.generate(model, transcoders, tokens, 8, interventions=[(layer, pos, index, 25.0)])
         assert texts[1] == "".join(model.to_str_tokens(torch.tensor(ids[len(tokens):])))
         assert "at 1 of" in browser.find_element(By.ID, "steer-message").text
+        # a supernode of two features: one row, both features scaled, two intervention positions or one
+        other = next(i for i in feature_ids(browser) if i != fid)
+        click_node(browser, other)
+        browser.find_element(By.ID, "pin-btn").click()
+        for check in browser.find_elements(By.CSS_SELECTOR, "#pinned-list input.pin-check"):
+            check.click()
+        browser.find_element(By.ID, "supernode-label").send_keys("pair")
+        browser.find_element(By.ID, "group-btn").click()
+        row = browser.find_element(By.CSS_SELECTOR, '#steer-inputs .steer-row[data-key="supernode:pair"]')
+        assert "(2 features)" in row.text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#steer-inputs .steer-row"):
+            if r.get_attribute("data-key") != "supernode:pair":
+                r.find_element(By.CSS_SELECTOR, ".steer-use").click()
+        row.find_element(By.CSS_SELECTOR, ".steer-mode option[value='scale']").click()
+        row.find_element(By.CSS_SELECTOR, ".steer-value").send_keys("3")  # scale by 03 = 3
+        browser.find_element(By.ID, "steer-btn").click()
+        wait_for(browser, "return document.getElementById('steer-result').dataset.done === '2'")
+        edits = [(int(a), int(c), int(b), 3.0, "scale") for a, b, c in (x.split("_") for x in (fid, other))]
+        new = tl_circuits.intervene(model, transcoders, tokens, edits).logits[-1]
+        steered = browser.execute_script(
+            "return [...document.querySelectorAll('#steer-result .steer-top')[1].querySelectorAll('li')]"
+            ".map(li => +li.dataset.tokenId)")
+        assert steered == new.topk(5).indices.tolist()
+        assert browser.find_element(By.ID, "steer-message").text.startswith("Applied 2 interventions")

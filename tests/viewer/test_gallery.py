@@ -49,6 +49,8 @@ def test_folder_listing_switching_and_a_corrupt_file(folder, graph, other_graphs
     bad = client.get("/api/graph", params={"graph": "broken.safetensors"})
     assert bad.status_code == 422 and "cannot be shown" in bad.json()["error"]
     assert client.get("/api/graph", params={"graph": "nope.safetensors"}).status_code == 404
+    for sneaky in ("../a.safetensors", str(folder / "a.safetensors"), "/etc/passwd"):  # ids, never paths
+        assert client.get("/api/graph", params={"graph": sneaky}).status_code == 404
     assert client.get("/api/graph").json()["id"] == "a.safetensors"  # default: the first readable
     # each graph keeps its own annotations beside it
     ann = {"version": 1, "labels": {"E_0_0": "bos"}, "pinnedIds": [], "supernodes": []}

@@ -32,7 +32,7 @@
       pane.appendChild(wrap);
       const V = T.View(svg, G, {
         onSelect: (nid, shift) => { if (i === 0) { if (shift && nid) T.togglePin(G, nid); T.selectNode(nid, true); } },
-        onLink: (l) => { if (i === 0) T.showHeads(l); },
+        onLink: (l) => { if (i === 0 && G.byId.get(l.source).ctx_idx !== G.byId.get(l.target).ctx_idx) T.showHeads(l); },
       });
       if (i === 0) V.selected = S.selected;
       views.push(V);
