@@ -13,8 +13,13 @@ from tests.hosts.hf_tiny import FAMILIES, float64_softmax, hf_model, on_host
 PROMPT = [0, 3, 17, 9, 41, 5, 22]
 #: (family, host kind): TL's own tiny families, every HF family on the HF host, Gemma-3's q/k
 #: norms in TL, and nnsight once.
-CASES = [(f, "tl") for f in ("gpt2", "llama", "gemma2")] + [(f, "hf") for f in FAMILIES] + [
+_ALL = [(f, "tl") for f in ("gpt2", "llama", "gemma2")] + [(f, "hf") for f in FAMILIES] + [
     ("gemma3_text", "hooked"), ("qwen2", "nnsight")]
+#: The fast set: GPT-2 learned positions and Gemma-2 soft-caps (TL), Qwen2 GQA with q/k/v biases
+#: (HF and nnsight), Gemma-3 q/k norms with local and global layers (HF and TL); the rest is slow.
+FAST = {("gpt2", "tl"), ("gemma2", "tl"), ("qwen2", "hf"), ("gemma3_text", "hf"),
+        ("gemma3_text", "hooked"), ("qwen2", "nnsight")}
+CASES = [c if c in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in _ALL]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -45,7 +45,11 @@ def frozen_scores(host, tokens, transcoders, rows, layer, head, q, k, *, rotary=
     full = _clean(host, tokens, transcoders)
     names = {s: f"blocks.{layer}.attn.hook_{'rot_' if rotary else ''}{s}" for s in "qk"}
     got = {}
-    extra = [(n, (lambda n: lambda x: got.__setitem__(n, x))(n)) for n in names.values()]
+
+    def keep(name):
+        return lambda x: got.__setitem__(name, x)
+
+    extra = [(n, keep(n)) for n in names.values()]
     _frozen_run(host, tokens, transcoders, full, rows, extra=extra)
     qv, kv = got[names["q"]], got[names["k"]]
     kvh = head // (qv.shape[2] // kv.shape[2])
@@ -61,7 +65,7 @@ def ablated_edges(host, tokens, transcoders, graph, edges, ablate=None):
     adds = source_adds(host, transcoders, [nodes[s] for s, _ in edges], full,
                        has_bos=graph.settings["has_bos"])
     out = []
-    for e, (s, t) in enumerate(edges):
+    for e, (_, t) in enumerate(edges):
         clean = dict(full)
         if ablate is not None:
             la, h = ablate

@@ -14,18 +14,14 @@ from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 from tl_circuits.viewer.export import graph_to_json, validate
 
-#: The ablation brute force on one case per host kind and family group (each is a few re-runs).
-ABLATION_CASES = [("gpt2", "tl"), ("gemma2", "tl"), ("qwen3", "hf"), ("gemma3_text", "hf"),
-                  ("olmo2", "hf"), ("qwen2", "nnsight")]
-
 
 @pytest.mark.parametrize(("family", "kind"), CASES)
 def test_loadings_sum_to_every_cross_position_edge(models, family, kind):
     model, transcoders, _ = models(family, kind)
     graph = tc.attribute(model, transcoders, PROMPT, progress=False)
-    loads = tc.head_loadings(model, transcoders, graph, progress=False)
+    loads = tc.head_loadings(model, transcoders, graph, max_edges=400, progress=False)
     n = loads.sources.numel()
-    assert n == min(2000, _n_cross(graph)) and n > 100
+    assert n == min(400, _n_cross(graph)) and n > 100
     assert (graph.node_position[loads.sources] != graph.node_position[loads.targets]).all()
     scale = float(loads.edges.abs().max())
     assert float(loads.rest.abs().max()) <= 1e-6 * scale
@@ -35,15 +31,19 @@ def test_loadings_sum_to_every_cross_position_edge(models, family, kind):
         assert float(loads.loadings[e, int(graph.node_layer[loads.targets[e]]) + 1 :].abs().sum()) == 0
 
 
-@pytest.mark.parametrize(("family", "kind"), ABLATION_CASES)
+@pytest.mark.parametrize(("family", "kind"), CASES)
 def test_zeroing_a_heads_cross_position_attention_removes_exactly_its_loading(models, family, kind):
     model, transcoders, _ = models(family, kind)
     host = as_host(model)
     graph = tc.attribute(model, transcoders, PROMPT, progress=False)
-    loads = tc.head_loadings(model, transcoders, graph, progress=False)
+    adj = graph.adjacency.coalesce()
+    (t, s), w = adj.indices(), adj.values()
+    w = torch.where(graph.node_position[s] != graph.node_position[t], w, 0.0)
+    top = w.abs().argsort(descending=True)[:3]
+    edges = list(zip(s[top].tolist(), t[top].tolist()))
+    loads = tc.head_loadings(model, transcoders, graph, edges, progress=False)
     tokens = torch.tensor(PROMPT)
-    order = loads.edges.abs().argsort(descending=True)[:3].tolist()
-    edges = [(int(loads.sources[e]), int(loads.targets[e])) for e in order]
+    order = [0, 1, 2]
     full = ablated_edges(host, tokens, transcoders, graph, edges)
     torch.testing.assert_close(full, loads.edges[order].to(full), rtol=1e-9, atol=1e-12)
     for la, h in {(la, h) for e in order for la, h, _ in loads.top(e, 2)} | {(0, 1)}:

@@ -35,7 +35,14 @@ from ..attribution.engine import ReadOuts, RowEngine
 from ..attribution.layout import NodeLayout, build_layout
 from ..hosts.base import HookFn
 from ..replacement import ReplacementState, run_replacement
-from .inputs import AttentionInputs, check_graph_run, check_head, check_positions, node_ids, read_inputs
+from .inputs import (
+    AttentionInputs,
+    check_graph_run,
+    check_head,
+    check_positions,
+    node_ids,
+    read_inputs,
+)
 
 BIAS = "bias"
 

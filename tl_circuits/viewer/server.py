@@ -17,6 +17,7 @@ from typing import Any
 from .._atomic import atomic_path
 from ..errors import ConfigError, FileFormatError
 from .annotations import EMPTY_ANNOTATIONS, apply_annotations, read_annotations, sidecar_path
+from .attention_api import attention_routes
 from .export import validate
 from .publish import load_graph_json
 
@@ -166,6 +167,8 @@ def create_app(
         Route("/api/export.json", export_json),
         Route("/api/export.html", export_html),
         Route("/api/intervene", post_intervene, methods=["POST"]),
+        *attention_routes(None if str(graph).endswith(".json") else graph, graph_json, model, transcoders,
+                          lambda data, status: JSONResponse(data, status_code=status, headers=headers())),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]
