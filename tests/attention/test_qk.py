@@ -50,12 +50,25 @@ def test_pair_terms_are_the_bilinear_part_of_the_frozen_score(models, family, ki
     ex = explain_many(inp, [(LAYER, HEAD, QUERY, key)], top=10**9)[0]
     terms = {(p.query, p.key): p.term for p in ex.pairs}
     assert ex.other["other pairs"] == pytest.approx(0.0, abs=1e-9)
-    ids = sorted(({s for s, _ in ex.query_sources} | {s for s, _ in ex.key_sources}) - {"bias"})
-    adds = source_adds(host, transcoders, [parse_id(i) for i in ids], _clean(host, tokens, transcoders),
-                       has_bos=inp.has_bos)
+    named = {"bias", "position"}
+    ids = sorted(({s for s, _ in ex.query_sources} | {s for s, _ in ex.key_sources}) - named)
+    full = _clean(host, tokens, transcoders)
+    adds = source_adds(host, transcoders, [parse_id(i) for i in ids], full, has_bos=inp.has_bos)
     by_id = dict(zip(ids, adds.values()))
+    positions = learned_positions(host, tokens)
+    assert (positions is not None) == (family == "gpt2")
+    if positions is not None:  # GPT-2: tokens write their token embedding, "position" the rest
+        embed = host.embed_hook()
+        for i in ids:
+            if i.startswith("E_"):
+                p = parse_id(i).position
+                by_id[i] = {**by_id[i], (embed, p): by_id[i][(embed, p)] - positions[p]}
+        by_id["position"] = {(embed, p): positions[p] for p in range(len(PROMPT))}
+        ids.append("position")
     q_side = [s for s, _ in ex.query_sources if s != "bias"][:3]
     k_side = [s for s, _ in ex.key_sources if s != "bias"][:3]
+    if positions is not None:
+        assert "position" in dict(ex.query_sources) or "position" in dict(ex.key_sources)
     e, d = 0.5, -0.7
     rows, pairs = [{}], []
     for s in q_side:
@@ -73,6 +86,15 @@ def test_pair_terms_are_the_bilinear_part_of_the_frozen_score(models, family, ki
         want = terms.get((s, s2), 0.0) + terms.get((s2, s), 0.0)  # 2 P[s, s] for one source
         assert mixed == pytest.approx(want, rel=1e-6, abs=1e-9 * abs(ex.score)), (s, s2)
     assert float(scores[-1]) == pytest.approx(terms[("bias", "bias")], rel=1e-6, abs=1e-9)
+
+
+def learned_positions(host, tokens):
+    """The model's learned position embeddings on the prompt, or None (rotary models)."""
+    model = getattr(host, "model", None)
+    if model is not None and hasattr(model, "W_pos"):
+        return model.W_pos[: tokens.numel()].detach()
+    wpe = getattr(getattr(getattr(host, "hf_model", None), "transformer", None), "wpe", None)
+    return None if wpe is None else wpe.weight[: tokens.numel()].detach()
 
 
 def test_bad_input_is_refused_clearly(models):

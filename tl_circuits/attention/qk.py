@@ -9,17 +9,18 @@ position ``q`` is affine in what the nodes write, and so is the key at ``k``:
 
 with ``v_s`` what node ``s`` writes (features, errors, tokens, as in the graph's edges) and
 ``a_0``, ``b_0`` what the query and key hold when every node writes zero (projection and norm
-biases, transcoder decoder biases: the source ``"bias"``). Rotary embeddings are fixed rotations
-at the two positions, grouped-query attention picks the key head ``h // (n_heads / n_kv_heads)``,
-so the pre-softmax score is exactly bilinear:
+biases, transcoder decoder biases: the source ``"bias"``). On models with learned position
+embeddings (GPT-2) the token nodes' writes are split: the token embedding stays with the token
+node, the position embeddings of all positions form the source ``"position"``. Rotary
+embeddings are fixed rotations at the two positions, grouped-query attention picks the key head
+``h // (n_heads / n_kv_heads)``, so the pre-softmax score is exactly bilinear:
 
     score = scale <q_vec, k_vec> = sum_{s, s'} scale <a_s, b_s'>   (s, s' over nodes and "bias")
 
 The rows ``a_s`` (one per dimension of the head) come from the attribution row engine, reading
 the query and the key instead of a transcoder input. A soft-capped model (Gemma-2) applies
 ``cap * tanh(score / cap)`` afterwards; the pre-cap score is decomposed and ``softcapped`` says so.
-On GPT-2-style models the token node holds the token and the learned position embedding (as in
-the graph). Everything is summed in float64.
+Everything is summed in float64.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .inputs import (
 )
 
 BIAS = "bias"
+POSITION = "position"
 
 
 @dataclass
@@ -144,7 +146,11 @@ def explain_many(inp: AttentionInputs, requests: Sequence[tuple[int, int, int, i
     for la in layers:
         for name in (inp.sites.q(la), inp.sites.k(la), inp.sites.pattern(la)):
             hooks.append((name, _capture(captured, name)))
+    pos_site = inp.sites.pos_embed()
+    if pos_site is not None:
+        hooks.append((pos_site, _capture(captured, pos_site)))
     state = run_replacement(inp.host, inp.transcoders, inp.tokens, extra=hooks)
+    pos_embed = captured[pos_site][0].detach() if pos_site in captured else None
     if inp.graph is not None:
         check_graph_run(inp.graph, state)
     layout = build_layout(state, inp.tokens, inp.host.n_layers, has_bos=inp.has_bos, n_targets=0)
@@ -162,8 +168,8 @@ def explain_many(inp: AttentionInputs, requests: Sequence[tuple[int, int, int, i
         i = layers.index(layer)
         qt, kt = captured[inp.sites.q(layer)], captured[inp.sites.k(layer)]
         kv = head // (qt.shape[2] // kt.shape[2])
-        a = _side(engine, -2 * i - 2, q, head, qt.shape[-1], layout)
-        b = _side(engine, -2 * i - 3, k, kv, kt.shape[-1], layout)
+        a = _side(engine, -2 * i - 2, q, head, qt.shape[-1], layout, pos_embed)
+        b = _side(engine, -2 * i - 3, k, kv, kt.shape[-1], layout, pos_embed)
         scale, cap = inp.sites.scaling(layer)
         pattern = float(captured[inp.sites.pattern(layer)][0, head, q, k])
         out.append(_decompose(layer, head, q, k, a, b, qt[0, q, head], kt[0, k, kv], scale, cap,
@@ -174,11 +180,12 @@ def explain_many(inp: AttentionInputs, requests: Sequence[tuple[int, int, int, i
 def _decompose(layer: int, head: int, q: int, k: int, a: torch.Tensor, b: torch.Tensor,
                q_vec: torch.Tensor, k_vec: torch.Tensor, scale: float, cap: float | None,
                pattern: float, ids: list[str], top: int, labels: dict[str, str]) -> QKExplanation:
-    """The explanation from each source's query part ``a`` and key part ``b`` (float64)."""
+    """The explanation from each source's query part ``a`` and key part ``b`` (float64; with a
+    last "position" row when the model has learned position embeddings)."""
     q_vec, k_vec = q_vec.detach().double().cpu(), k_vec.detach().double().cpu()
     a = torch.cat([a, (q_vec - a.sum(0))[None]])  # the last row: "bias"
     b = torch.cat([b, (k_vec - b.sum(0))[None]])
-    names = [*ids, BIAS]
+    names = [*ids, POSITION, BIAS] if a.shape[0] == len(ids) + 2 else [*ids, BIAS]
     score = scale * float(q_vec @ k_vec)
     qa = (a != 0).any(1).nonzero().flatten()
     kb = (b != 0).any(1).nonzero().flatten()
@@ -213,14 +220,24 @@ def _top_pairs(a: Float[torch.Tensor, "n d"], b: Float[torch.Tensor, "m d"], top
     return [(r, c, float(a[r] @ b[c])) for _, r, c in best]
 
 
-def _side(engine: RowEngine, site: int, pos: int, head: int, d_head: int,
-          layout: NodeLayout) -> Float[torch.Tensor, "n_sources d_head"]:
-    """Each source's part of one head's query (or key) vector at ``pos``: d_head rows."""
+def _side(engine: RowEngine, site: int, pos: int, head: int, d_head: int, layout: NodeLayout,
+          pos_embed: torch.Tensor | None) -> Float[torch.Tensor, "n_sources d_head"]:
+    """Each source's part of one head's query (or key) vector at ``pos``: d_head rows; with
+    ``pos_embed`` (learned positions), the token rows lose their position embedding's part,
+    which becomes one more row ("position") at the end."""
     width = engine.read_tensor(site).shape[-1]
     vectors = torch.zeros(d_head, width, dtype=engine.state.logits.dtype)
     vectors[:, head * d_head : (head + 1) * d_head] = torch.eye(d_head)
-    rows = engine.rows(ReadOuts([site] * d_head, [pos] * d_head, vectors.to(engine.state.logits.device)))
-    return rows[:, : layout.target_offset].detach().double().cpu().T
+    reads = ReadOuts([site] * d_head, [pos] * d_head, vectors.to(engine.state.logits.device))
+    parts = engine.rows(reads)[:, : layout.target_offset].detach().double().cpu().T
+    if pos_embed is None:
+        return parts
+    g_embed = engine._gradients(reads)[-1]  # the gradient at the embedding: d_head pos d_model
+    if g_embed is None:
+        return torch.cat([parts, parts.new_zeros(1, d_head)])
+    by_pos = (g_embed * pos_embed[None]).sum(-1).detach().double().cpu()  # d_head pos
+    parts[layout.token_offset : layout.target_offset] -= by_pos.T
+    return torch.cat([parts, by_pos.sum(1)[None]])
 
 
 class _ReadEngine(RowEngine):

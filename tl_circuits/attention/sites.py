@@ -45,6 +45,10 @@ class AttentionSites:
     def pattern(self, layer: int) -> str:
         return f"blocks.{layer}.attn.hook_pattern"
 
+    def pos_embed(self) -> str | None:
+        """The site of learned position embeddings (GPT-2), or None when the model has none."""
+        return "hook_pos_embed" if self.host.has_hook("hook_pos_embed") else None
+
     def scaling(self, layer: int) -> tuple[float, float | None]:
         """``(scale, soft-cap or None)`` of layer ``layer``'s scores (read after a forward pass)."""
         model = getattr(self.host, "model", None)

@@ -154,7 +154,7 @@ class HFModules:
             for tl, path in self.sites.block_norms():
                 self.norm_paths[f"blocks.{la}.{tl}"] = f"{self.sites.layers}.{la}.{path}"
         self.norms: dict[str, Any] = {k: module_at(hf_model, p) for k, p in self.norm_paths.items()}
-        names = {"unembed.hook_in"}
+        names = {"unembed.hook_in"} | ({"hook_pos_embed"} if self.sites.pos_embed else set())
         for prefix in self.norms:
             names |= {f"{prefix}.hook_scale", f"{prefix}.hook_normalized"}
         for la in range(self.n_layers):
@@ -171,6 +171,8 @@ class HFModules:
         s = self.sites
         if name == "unembed.hook_in":
             return s.lm_head
+        if name == "hook_pos_embed" and s.pos_embed:
+            return s.pos_embed
         layer, site = name.split(".", 2)[1:]
         where = {"hook_resid_pre": "", "attn.hook_pattern": s.attn, "mlp.hook_in": s.mlp,
                  "hook_resid_mid": s.resid_mid_module, "hook_mlp_out": s.mlp_out_module,
@@ -248,6 +250,9 @@ class HFModules:
             if fns := by_name.get(site + "hook_mlp_out"):
                 out_module = module_at(block, s.mlp_out_module)
                 handles.append(out_module.register_forward_hook(_output_hook(chain(fns))))
+        if (fns := by_name.get("hook_pos_embed")) and s.pos_embed:
+            handles.append(module_at(self.model, s.pos_embed).register_forward_hook(
+                _output_hook(read_only(chain(fns), "hook_pos_embed"))))
         if fns := by_name.get("unembed.hook_in"):
             handles.append(module_at(self.model, s.lm_head).register_forward_pre_hook(
                 _input_hook(chain(fns)), with_kwargs=True))
