@@ -117,6 +117,12 @@ def test_bad_input_is_refused_clearly(models):
     wider = tc.TranscoderSet([t for t in transcoders][:2])
     with pytest.raises(ConfigError, match="another model or transcoders"):
         tc.explain_attention(model, wider, graph, 0, 0, 2, 1)
+    bridge, _, _ = models("llama", "bridge")
+    with pytest.raises(ConfigError, match="Pass the Hugging Face model itself"):
+        tc.explain_attention(bridge, transcoders, PROMPT, 0, 0, 2, 1)
+    nnsight_model, _, _ = models("qwen2", "nnsight")
+    with pytest.raises(ConfigError, match="head_loadings=True needs a local run"):
+        tc.attribute(nnsight_model, transcoders, PROMPT, remote="local", head_loadings=True)
 
 
 def test_a_graph_gives_its_own_prompt_and_node_ids(models):
