@@ -41,8 +41,11 @@ def attention_routes(graph: Any, graph_json: dict[str, Any], model: Any, transco
             return respond({"error": f"no link from {source!r} to {target!r} in this graph"}, 404)
         if "heads" in link:
             return respond({"heads": link["heads"], "heads_rest": link["heads_rest"]}, 200)
-        if model is None or transcoders is None or graph is None:
+        if model is None or transcoders is None:
             return respond({"error": f"no head loadings stored for this link; {need_model}"}, 404)
+        if graph is None:
+            return respond({"error": "no head loadings stored for this link, and an exported JSON "
+                                     "cannot be re-attributed: serve the graph file (Graph.save)"}, 404)
         if (source, target) not in computed:
             try:
                 computed[source, target] = _heads(graph, model, transcoders, source, target, link["weight"])
