@@ -77,8 +77,8 @@ def attribute(
             transcoders' weights; see docs/hosts.md.
         head_loadings: also store the heads that carry the cross-position edges the viewer
             shows and the QK explanations of the top heads (:mod:`tl_circuits.attention`;
-            local runs only; about 4x the attribution's time on the demo graph, see
-            docs/performance.md).
+            local runs only; adds several times the attribution's own time: head loadings
+            alone took 3.5x on the demo graph, docs/performance.md).
 
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
