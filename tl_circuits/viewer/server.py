@@ -25,6 +25,7 @@ from .annotations import (
     read_annotations,
     sidecar_path,
 )
+from .attention_api import AttentionAnswers
 from .export import validate
 from .gallery import Entry, Gallery
 from .steering import Busy, Steering
@@ -128,6 +129,20 @@ def create_app(
             except _Refused as r:
                 return error(r.status, r.message)
         return wrapped
+
+    # The attention panel's answers; computing them holds the model like a steering request.
+    attention = AttentionAnswers(model, transcoders, lock=steering.lock if steering is not None else None)
+
+    async def get_heads(request: Request) -> Response:
+        e = await run_in_threadpool(entry_of, request)
+        source = graph if e.path is None else (None if e.path.suffix == ".json" else e.path)
+        data, status = await run_in_threadpool(attention.heads, e.id, source, e.data, request.query_params)
+        return JSONResponse(data, status_code=status, headers=headers())
+
+    async def get_qk(request: Request) -> Response:
+        e = await run_in_threadpool(entry_of, request)
+        data, status = await run_in_threadpool(attention.qk, e.id, e.data, request.query_params)
+        return JSONResponse(data, status_code=status, headers=headers())
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers=headers())
@@ -252,6 +267,8 @@ def create_app(
         Route("/api/export.html", api(export_html)),
         Route("/api/steer", api(post_steer), methods=["POST"]),
         Route("/api/intervene", api(post_intervene), methods=["POST"]),
+        Route("/api/heads", api(get_heads)),
+        Route("/api/qk", api(get_qk)),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "::1", "[::1]"]

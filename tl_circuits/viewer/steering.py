@@ -92,19 +92,20 @@ class Steering:
 
         self.model, self.transcoders, self.top = model, transcoders, top
         self.host = as_host(model)
-        self._lock = threading.Lock()
+        #: Held while a request runs on the model (other model users, e.g. attention, share it).
+        self.lock = threading.Lock()
         self._clean: dict[tuple[Any, ...], Any] = {}
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the model for one request; refuse (Busy) when another holds it."""
-        if not self._lock.acquire(blocking=False):
+        if not self.lock.acquire(blocking=False):
             raise Busy("another steering request is running on this model; wait for it to finish "
                        "and run again (one request at a time)")
         try:
             yield
         finally:
-            self._lock.release()
+            self.lock.release()
 
     def probabilities(self, tokens: list[int], edits: list[dict[str, Any]], constrained: bool) -> Any:
         """Next-token probabilities (float64) after ``tokens`` with ``edits`` applied."""
