@@ -31,6 +31,7 @@ from tl_circuits.loading import (
     dashboards_dir,
     default_model,
     demo_dir,
+    train_settings,
 )
 
 PROMPT = "The capital of France is"
@@ -70,12 +71,18 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     t0 = time.perf_counter()
     say(f"First run: training {budget}-budget transcoders for all {model.cfg.n_layers} layers "
         f"(cached in {out}); Ctrl-C is safe, the next run resumes.")
-    settings = BUDGETS[budget]
+    settings = train_settings(budget)
+    if "time_budget" in settings:
+        say(f"Training for {settings['time_budget'] / 60:g} minutes (resumed runs count the time "
+            "already spent) ...")
     transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
     assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
     ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out)
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
+    done = transcoders[0].cfg["training"]
+    say(f"Trained {done['steps_done']} steps ({done['steps_done'] * done['batch']} contexts of "
+        f"{done['ctx_len']} tokens) in {done['train_seconds']:.0f} s.")
     say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
         f"replacement top-1 agreement {ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
         f"({ev['n_tokens']} tokens); dead features {sum(window) / len(window):.1%} (silent over "
