@@ -10,6 +10,7 @@ step gets depend only on the seed and the step number, so a resumed run sees the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,11 @@ class ActivationBuffer:
         self.cycle = -1
         self.x = self.y = torch.zeros(0)
         self.forwards = 0  # model forwards run so far (for the benchmark)
+        self.fill_seconds = 0.0  # how long the last fill took
+
+    def due(self, step: int) -> bool:
+        """Whether serving ``step`` first runs the model (a new fill)."""
+        return step // self.steps_per_fill != self.cycle
 
     @property
     def steps_per_fill(self) -> int:
@@ -56,6 +62,7 @@ class ActivationBuffer:
         return self.x[:, order].float(), self.y[:, order].float()
 
     def _fill(self, cycle: int) -> None:
+        t0 = time.perf_counter()
         ids = torch.cat([self.batch_ids(cycle * self.n_batches + j) for j in range(self.n_batches)])
         self.x = self.y = torch.zeros(0)  # free the old buffer before the new one is built
         xs, ys = [], []
@@ -70,6 +77,7 @@ class ActivationBuffer:
             self.forwards += 1
         self.x, self.y = torch.cat(xs, 1), torch.cat(ys, 1)
         self.cycle = cycle
+        self.fill_seconds = time.perf_counter() - t0
 
 
 def _exact_in_bf16(t: torch.Tensor) -> bool:

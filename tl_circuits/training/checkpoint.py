@@ -87,6 +87,16 @@ def load_checkpoint(
     return int(meta["step"])
 
 
+def recover_checkpoint(path: Path) -> bool:
+    """Put back a checkpoint that a kill caught between the two renames of its atomic replacement
+    (the previous one then sits at ``.NAME.old-PID`` beside it); True if ``path`` now exists."""
+    if not path.is_dir():
+        left = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if left and (left[-1] / "state.json").is_file():
+            left[-1].rename(path)
+    return path.is_dir()
+
+
 def checkpoint_seconds(path: Path) -> float:
     """Seconds of training the checkpoint at ``path`` holds (0 for one written without them)."""
     try:

@@ -29,6 +29,7 @@ from tl_circuits.training.checkpoint import (
     checkpoint_dir,
     checkpoint_seconds,
     load_checkpoint,
+    recover_checkpoint,
     save_checkpoint,
 )
 from tl_circuits.training.data import (
@@ -167,7 +168,7 @@ def train_transcoders(
     optimizer = Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
     ckpt = None if out_path is None else checkpoint_dir(out_path)
     start, spent = 0, 0.0
-    if ckpt is not None and ckpt.is_dir():
+    if ckpt is not None and recover_checkpoint(ckpt):
         if resume:
             start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer)
             spent = checkpoint_seconds(ckpt)
@@ -191,8 +192,10 @@ def train_transcoders(
 
     try:
         for step in range(start, steps):
-            if time_budget is not None and elapsed() >= time_budget:
-                break
+            if time_budget is not None and (elapsed() >= time_budget or (
+                    reuse > 1 and step > start and buffer.due(step)
+                    and elapsed() + buffer.fill_seconds >= time_budget)):
+                break  # spent, or the next fill (as long as the last) would overrun it
             if reuse == 1:
                 ids = _batch_ids(step, batch, len(train_ctx), seed)
                 x, y = layer_activations(runner, train_ctx[ids], hooks_in, hooks_out,
