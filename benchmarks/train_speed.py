@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40, help="steps of each float32/bfloat16 run")
     p.add_argument("--seconds", type=float, default=120.0, help="time budget of each streamed/buffered run")
     p.add_argument("--reuse", type=int, default=4)
+    p.add_argument("--eval-fraction", type=float, default=0.02,
+                   help="held-out share of the corpus (2%%: about 24 contexts)")
     args = p.parse_args()
     torch.set_grad_enabled(True)
     from tl_circuits.loading import BUDGETS, default_model
@@ -48,6 +50,7 @@ def main() -> None:
     model = default_model()
     texts = default_texts()
     base = {k: v for k, v in BUDGETS["default"].items() if k not in ("minutes", "reuse", "steps")}
+    base["eval_fraction"] = args.eval_fraction
     print(f"torch threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}; settings {base}")
 
     TranscoderStack.bf16_products = False

@@ -78,7 +78,8 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
     assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
-    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out)
+    # 24 held-out contexts (3k tokens) are enough for these figures, and each costs three passes.
+    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out[:24])
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
     done = transcoders[0].cfg["training"]
     say(f"Trained {done['steps_done']} steps ({done['steps_done'] * done['batch']} contexts of "
