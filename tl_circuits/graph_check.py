@@ -144,13 +144,14 @@ def path_effects(graph: Any, sources: list[int]) -> Float[torch.Tensor, "n n_tar
     r, c = adj.indices()
     v = adj.values().to(torch.float64)
     ff = (r < n_f) & (c < n_f) & (act[r.clamp_max(max(n_f - 1, 0))] != 0)
-    per_unit = torch.sparse_coo_tensor(torch.stack([r[ff], c[ff]]), v[ff] / act[r[ff]], (n_f, n_f))
+    per_unit = torch.sparse_coo_tensor(torch.stack([r[ff], c[ff]]), v[ff] / act[r[ff]], (n_f, n_f),
+                                       check_invariants=False)  # indices from a coalesced tensor
     targets = graph.indices("target")
     row_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     row_of[targets] = torch.arange(targets.numel())
     tf = (row_of[r] >= 0) & (c < n_f)
     to_targets = torch.sparse_coo_tensor(torch.stack([row_of[r[tf]], c[tf]]), v[tf],
-                                         (targets.numel(), n_f))
+                                         (targets.numel(), n_f), check_invariants=False)
     start = torch.zeros(n_f, len(sources), dtype=torch.float64)
     start[torch.tensor(sources, dtype=torch.long), torch.arange(len(sources))] = -1.0
     rel = start
