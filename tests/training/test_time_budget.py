@@ -225,3 +225,42 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_leaves_no_half_writte
     assert ran[0] == saved and ran[-1] == 399
     assert (out / "layer_2").is_dir() and not ckpt.exists()
     assert isinstance(resumed, TranscoderSet)
+
+
+def test_a_fill_that_would_overrun_the_budget_is_not_started(model, texts, tmp_path, clock,
+                                                             monkeypatch):
+    # Each fill of the buffer (the model forwards) "takes" 3 s of the fake clock, each step 1 s:
+    # with 2 steps per fill, fills start at 0 s and 5 s; at 10 s one more fill would end past
+    # the 11 s budget, so training stops there instead of overrunning it.
+    from tl_circuits.training import buffer as buffer_mod
+
+    monkeypatch.setattr(buffer_mod, "time", clock)
+    real_fill = buffer_mod.ActivationBuffer._fill
+
+    def slow_fill(self, cycle):
+        start = clock.t
+        real_fill(self, cycle)
+        clock.t += 3.0
+        self.fill_seconds = clock.t - start
+
+    monkeypatch.setattr(buffer_mod.ActivationBuffer, "_fill", slow_fill)
+    ran = []
+
+    def tick(step, metrics):
+        ran.append(step)
+        clock.t += 1.0
+
+    result = tc.train_transcoders(model, texts, steps=1000, time_budget=11.0, reuse=2,
+                                  buffer_batches=1, callback=tick, **SMALL)
+    assert ran == [0, 1, 2, 3] and result[0].cfg["training"]["steps_done"] == 4
+
+
+def test_demo_budget_trains_for_minutes_in_a_folder_named_by_its_settings():
+    from tl_circuits.loading import BUDGETS, demo_dir, train_settings
+
+    settings = train_settings("default")
+    assert settings["time_budget"] == 60 * BUDGETS["default"]["minutes"]
+    assert "minutes" not in settings and settings["reuse"] == BUDGETS["default"]["reuse"]
+    name = demo_dir("default").name
+    assert name.endswith(f"-m{BUDGETS['default']['minutes']:g}-r{BUDGETS['default']['reuse']}-facts1")
+    assert "time_budget" not in train_settings("small")
