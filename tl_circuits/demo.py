@@ -41,6 +41,8 @@ PROMPTS = (
     "Fact: the capital of the country where the Eiffel Tower is located is",
     "Fact: Roger Federer is famous for playing the sport of",
 )
+#: Fewer training steps than this in the default budget's minutes: the demo says the set is rough.
+FEW_STEPS = 150
 #: Feature rows computed per graph (the rest of the active features stay leaves).
 MAX_FEATURE_NODES = {"default": 256, "small": 64}
 
@@ -84,6 +86,10 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     done = transcoders[0].cfg["training"]
     say(f"Trained {done['steps_done']} steps ({done['steps_done'] * done['batch']} contexts of "
         f"{done['ctx_len']} tokens) in {done['train_seconds']:.0f} s.")
+    if "time_budget" in settings and done["steps_done"] < FEW_STEPS:
+        say(f"Only {done['steps_done']} steps fitted in the time budget (a busy or slow machine): "
+            f"these transcoders are rough. For better ones delete {out} and run again when the "
+            "machine is quieter, or train longer with `tl-circuits train --minutes M`.")
     say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
         f"replacement top-1 agreement {ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
         f"({ev['n_tokens']} tokens); dead features {sum(window) / len(window):.1%} (silent over "

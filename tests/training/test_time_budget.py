@@ -264,3 +264,20 @@ def test_demo_budget_trains_for_minutes_in_a_folder_named_by_its_settings():
     name = demo_dir("default").name
     assert name.endswith(f"-m{BUDGETS['default']['minutes']:g}-r{BUDGETS['default']['reuse']}-facts1")
     assert "time_budget" not in train_settings("small")
+
+
+def test_cli_minutes_and_reuse_reach_train_transcoders(monkeypatch, tmp_path):
+    import tl_circuits.training as training_pkg
+    from tl_circuits.cli import build as build_mod
+    from tl_circuits.cli import main
+
+    seen = {}
+    monkeypatch.setattr(build_mod, "model_loader", lambda spec: lambda: "model")
+    monkeypatch.setattr(training_pkg, "train_transcoders", lambda model, texts, **kw: seen.update(kw))
+    text = tmp_path / "t.txt"
+    text.write_text("some text")
+    assert main(["train", "--out", str(tmp_path / "o"), "--texts", str(text), "--minutes", "2.5",
+                 "--reuse", "3"]) == 0
+    assert seen["time_budget"] == 150.0 and seen["reuse"] == 3
+    assert main(["train", "--out", str(tmp_path / "o"), "--texts", str(text)]) == 0
+    assert seen["time_budget"] is None and seen["reuse"] == 1
