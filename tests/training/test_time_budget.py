@@ -281,3 +281,19 @@ def test_cli_minutes_and_reuse_reach_train_transcoders(monkeypatch, tmp_path):
     assert seen["time_budget"] == 150.0 and seen["reuse"] == 3
     assert main(["train", "--out", str(tmp_path / "o"), "--texts", str(text)]) == 0
     assert seen["time_budget"] is None and seen["reuse"] == 1
+
+
+def test_a_time_budgeted_run_checkpoints_every_minute(model, texts, tmp_path, clock):
+    seen = []
+
+    def tick(step, metrics):
+        clock.t += 25.0  # 25 s a step: a minute has passed after step 3 (75 s) and step 6 (150 s)
+        ckpt = checkpoint_dir(tmp_path / "a") / "state.json"
+        seen.append(json.loads(ckpt.read_text())["step"] if ckpt.is_file() else None)
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tc.train_transcoders(model, texts, steps=1000, time_budget=600.0, checkpoint_every=50,
+                             out_dir=tmp_path / "a", callback=tick, **SMALL)
+    assert seen == [None, None, None, 4, 4, 4, 7, 7]  # a checkpoint holds the steps done

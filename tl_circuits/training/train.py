@@ -3,9 +3,12 @@
 Activations are streamed: each step runs the model on a batch of contexts, reads every layer's
 MLP input and output through the host's hooks (:func:`tl_circuits.training.data.layer_activations`,
 the pass stopped after the last MLP), and takes one Adam step for all layers together; nothing is
-cached on disk. Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
-resumed run ends with the same weights as an uninterrupted one (the batch and learning rate of a
-step depend only on the seed and the step number).
+cached on disk. With ``reuse > 1`` an in-memory buffer (:mod:`tl_circuits.training.buffer`) serves
+each model activation to several steps. Checkpoints (atomic, beside the output, every
+``checkpoint_every`` steps and, under a time budget, at least every minute) make an interrupted
+run resumable, and a resumed run ends with the same weights as an uninterrupted one (the batch and
+learning rate of a step depend only on the seed and the step number; under a time budget the
+learning rate follows the clock instead).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
 
 DEFAULT_HOOK_IN = "blocks.{l}.ln2.hook_normalized"
 DEFAULT_HOOK_OUT = "blocks.{l}.hook_mlp_out"
+#: Under a time budget, a checkpoint at least this often (seconds), whatever the step count.
+CHECKPOINT_SECONDS = 60.0
 
 
 def train_transcoders(
@@ -186,6 +191,7 @@ def train_transcoders(
     bar = tqdm(total=steps, initial=start, desc="training transcoders", disable=not progress)
     done = start
     t0 = time.perf_counter()
+    saved_at = spent
 
     def elapsed() -> float:
         return spent + time.perf_counter() - t0
@@ -224,9 +230,12 @@ def train_transcoders(
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", fvu=f"{metrics['fvu']:.3f}",
                             l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead']:.1%}")
             bar.update(1)
-            if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            due = (step + 1) % checkpoint_every == 0 or (
+                time_budget is not None and elapsed() - saved_at >= CHECKPOINT_SECONDS)
+            if ckpt is not None and due and step + 1 < steps:
+                saved_at = elapsed()
                 save_checkpoint(ckpt, step=step + 1, settings=settings, module=stack,
-                                optimizer=optimizer, seconds=elapsed())
+                                optimizer=optimizer, seconds=saved_at)
             if callback is not None:
                 callback(step, metrics)
     except KeyboardInterrupt:
