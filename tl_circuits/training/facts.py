@@ -142,9 +142,9 @@ _LANDMARK = (
     "Fact: the capital of the country where {l} is located is {cap}.",
 )
 _ATHLETE = (
-    "{a} is a famous {sport} player from {c}.", "{a} is known for {known}.",
-    "Fact: {a} is famous for playing the sport of {sport}.",
-    "Q: What sport does {a} play?\nA: {a} plays {sport}.",
+    "{a}, from {c}, is one of the best-known names in {sport}.", "{a} is known for {known}.",
+    "Fact: {a} is famous for the sport of {sport}.",
+    "Q: Which sport is {a} known for?\nA: {a} is known for {sport}.",
     "{a}, who comes from {c}, became one of the best athletes in {sport}.",
     "Fans of {sport} remember {a} for {known}.",
 )
