@@ -108,7 +108,7 @@ class TranscoderStack(nn.Module):
 
     def pre_activations(self, xn: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_sae"]:
         """Every layer's encoder pre-activations in one batched product (bfloat16 on CPU)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16(xn)):
             pre = torch.bmm(xn, self.W_enc)
         return pre.to(xn.dtype) + self.b_enc[:, None, :]
 
@@ -150,7 +150,7 @@ class TranscoderStack(nn.Module):
         xn = x.to(self.W_enc.dtype) * self.in_scale[:, None, None]
         base = self.b_dec[:, None, :].expand(L, n, self.d_out)
         if self.W_skip is not None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=xn.device.type == "cpu"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16(xn)):
                 skip = torch.bmm(xn, self.W_skip.transpose(1, 2))
             base = base + skip.to(xn.dtype)
         pre = self.pre_activations(xn)
@@ -187,6 +187,11 @@ class TranscoderStack(nn.Module):
         self.since_fired[fired] = 0
 
     sparsity_coef: float = 1e-3
+    #: Encoder and skip products in bfloat16 on CPU (benchmarks/train_speed.py measures both).
+    bf16_products: bool = True
+
+    def _bf16(self, x: torch.Tensor) -> bool:
+        return self.bf16_products and x.device.type == "cpu"
 
     def _flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-layer feature ids ``[L, ...]`` as rows of the stacked decoder ``[L * d_sae, d]``."""
