@@ -11,7 +11,7 @@ compared with the original's: top-1 agreement and KL(original || replacement) pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +33,20 @@ def layer_metrics(
     order, which for full sets is the layer index) on ``contexts``; ``model`` is any model
     :func:`~tl_circuits.hosts.as_host` adapts, or a host."""
     host = as_host(model)
+    hooks_in = [transcoders.hook_in(la) for la in transcoders.layers]
+    hooks_out = [transcoders.hook_out(la) for la in transcoders.out_layers]
+    return metrics_of_batches(transcoders, (
+        layer_activations(host, contexts[lo : lo + batch], hooks_in, hooks_out, skip_first=skip_first)
+        for lo in range(0, len(contexts), batch)
+    ))
+
+
+def metrics_of_batches(
+    transcoders: Transcoders,
+    batches: Iterable[tuple[Float[torch.Tensor, "n_in n d_in"], Float[torch.Tensor, "n_out n d_out"]]],
+) -> dict[str, list[float]]:
+    """:func:`layer_metrics` of activations already read (e.g. from an activation cache):
+    ``(x, y)`` with every layer's inputs and outputs, in ``transcoders.layers`` order."""
     layers = transcoders.layers
     se = torch.zeros(len(layers), dtype=torch.float64)
     sy = torch.zeros(len(layers), dtype=torch.float64)
@@ -41,12 +55,8 @@ def layer_metrics(
     fired = [torch.zeros(transcoders.d_sae(la), dtype=torch.bool) for la in layers]
     sum_y = [torch.zeros(transcoders.d_out, dtype=torch.float64) for _ in layers]
     n_tok = 0
-    hooks_in = [transcoders.hook_in(la) for la in layers]
-    hooks_out = [transcoders.hook_out(la) for la in transcoders.out_layers]
     with torch.no_grad():
-        for lo in range(0, len(contexts), batch):
-            x, y = layer_activations(host, contexts[lo : lo + batch], hooks_in, hooks_out,
-                                     skip_first=skip_first)
+        for x, y in batches:
             xs = {la: x[i].to(transcoders.device, transcoders.dtype) for i, la in enumerate(layers)}
             acts = {la: transcoders.encode(la, xs[la]) for la in layers}
             for i, la in enumerate(layers):

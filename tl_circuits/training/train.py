@@ -2,14 +2,18 @@
 
 Activations are streamed: each step runs the model on a batch of contexts, reads every layer's
 MLP input and output through the host's hooks (:func:`tl_circuits.training.data.layer_activations`,
-the pass stopped after the last MLP), and takes one Adam step for all layers together; nothing is
-cached on disk. Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
+the pass stopped after the last MLP), and takes one Adam step for all layers together; or, with
+``cache_dir``, they are written once to an activation cache (:mod:`tl_circuits.training.cache`)
+that this and later runs read. Under ``torchrun`` the processes train one set together
+(:mod:`tl_circuits.training.distributed`). Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
 resumed run ends with the same weights as an uninterrupted one (the batch and learning rate of a
 step depend only on the seed and the step number).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import time
@@ -23,7 +27,11 @@ from torch.optim import Adam
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 from tl_circuits.hosts.base import Host
+from tl_circuits.training import batches as batches_mod
 from tl_circuits.training import corpus as corpus_mod
+from tl_circuits.training import distributed as dist_mod
+from tl_circuits.training import sources
+from tl_circuits.training.cache import build_activation_cache, model_fingerprint, open_cache
 from tl_circuits.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
 from tl_circuits.training.data import (
     bos_to_prepend,
@@ -31,8 +39,7 @@ from tl_circuits.training.data import (
     model_name,
     tokenizer_of,
 )
-from tl_circuits.training.evaluate import layer_metrics
-from tl_circuits.training.stack import TranscoderStack
+from tl_circuits.training.evaluate import layer_metrics, metrics_of_batches
 from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
 
 DEFAULT_HOOK_IN = "blocks.{l}.ln2.hook_normalized"
@@ -43,6 +50,10 @@ def train_transcoders(
     model: Any,
     texts: Sequence[str] | None = None,
     *,
+    corpus: Any = None,
+    field: str = "text",
+    split: str = "train",
+    cache_dir: str | Path | None = None,
     kind: str = "topk",
     skip: bool = False,
     cross_layer: bool = False,
@@ -72,6 +83,15 @@ def train_transcoders(
             ``TransformerBridge``, nnsight ``LanguageModel``, Hugging Face ``*ForCausalLM`` held
             by an ``HFHost``) with a tokenizer; the texts are cut into contexts by its tokenizer.
         texts: training texts; None uses the default corpus (see docs/training.md).
+        corpus: instead of ``texts``, a corpus in any format of :mod:`tl_circuits.training.sources`
+            (a text/JSON-lines/Parquet file or folder, a ``datasets`` folder or object, or
+            ``"hf://org/name"``), with the text in ``field`` (and ``split`` of a dataset). It is
+            read only as far as the run needs (``steps * batch`` contexts and the held-out
+            share after them), and one too small is an error saying how many tokens it holds.
+        cache_dir: keep the activations in an activation cache under this folder
+            (:mod:`tl_circuits.training.cache`): the model runs once over the run's contexts
+            and this run (and later ones over the same contexts, of any width, sparsity or
+            kind) trains from the cache in shuffled order.
         kind: ``"topk"`` (exactly ``k`` active features per token and layer) or ``"jumprelu"``
             (learned thresholds, L0 penalised by ``sparsity_coef``).
         skip: add a linear skip connection ``W_skip`` (a "skip transcoder").
@@ -119,14 +139,24 @@ def train_transcoders(
     out_path = None if out_dir is None else Path(out_dir)
     if out_path is not None:
         corpus_mod.writable_dir(out_path.parent, "output directory")
-    if texts is None:
-        texts = corpus_mod.default_texts(model, progress=progress)
     bos = bos_to_prepend(host)
-    contexts = corpus_mod.tokenize_contexts(tokenizer_of(host), texts, ctx_len, bos_token_id=bos)
-    train_ctx, eval_ctx = corpus_mod.split_contexts(contexts, eval_fraction)
+    if corpus is not None:
+        if texts is not None:
+            raise ConfigError("give texts or corpus, not both.")
+        steps = steps if steps is not None else max(1, math.ceil(tokens / (batch * (ctx_len - (bos is not None)))))
+        n_eval = math.ceil(steps * batch * eval_fraction / (1 - eval_fraction)) if eval_fraction > 0 else 0
+        contexts = sources.read_contexts(tokenizer_of(host), corpus, ctx_len, bos_token_id=bos,
+                                         n_contexts=steps * batch + n_eval, field=field, split=split)
+        train_ctx, eval_ctx = contexts[: steps * batch], contexts[steps * batch :]
+    else:
+        if texts is None:
+            texts = corpus_mod.default_texts(model, progress=progress)
+        contexts = corpus_mod.tokenize_contexts(tokenizer_of(host), texts, ctx_len, bos_token_id=bos)
+        train_ctx, eval_ctx = corpus_mod.split_contexts(contexts, eval_fraction)
     batch = min(batch, len(train_ctx))
     per_step = batch * (ctx_len - (bos is not None))
     steps = steps if steps is not None else max(1, math.ceil(tokens / per_step))
+    comm = dist_mod.setup(cross_layer=cross_layer, d_sae=n_feat, batch=batch)
     settings = {
         "kind": kind, "skip": skip, "cross_layer": cross_layer, "d_sae": n_feat, "k": k,
         "steps": steps, "batch": batch, "ctx_len": ctx_len, "lr": lr, "seed": seed,
@@ -134,38 +164,64 @@ def train_transcoders(
         "n_train_contexts": len(train_ctx), "n_eval_contexts": len(eval_ctx),
         "model": model_name(model), "bfloat16_model": bfloat16_model,
     }
-    stack = TranscoderStack(L, d_model, d_model, n_feat, kind=kind, k=k, skip=skip,
-                            cross_layer=cross_layer, seed=seed)
+    if corpus is not None:
+        settings["corpus"] = sources.describe(corpus)
+    stack = dist_mod.make_stack(comm, n_layers=L, d_in=d_model, d_out=d_model, d_sae=n_feat,
+                                kind=kind, k=k, skip=skip, cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
     optimizer = Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
     ckpt = None if out_path is None else checkpoint_dir(out_path)
+    rank0 = comm is None or comm.rank == 0
     start = 0
     if ckpt is not None and ckpt.is_dir():
         if resume:
-            start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer)
+            start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer,
+                                    scatter=lambda t: dist_mod.shard_tensors(t, comm))
         else:
-            shutil.rmtree(ckpt)
+            dist_mod.on_rank0(comm, lambda: shutil.rmtree(ckpt))
     runner = _bfloat16_copy(host) if bfloat16_model else host
+
+    def read(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return layer_activations(runner, tokens, hooks_in, hooks_out, skip_first=bos is not None)
+
+    eval_batches = None
+    if cache_dir is None:
+        next_batch = batches_mod.streamed(read, train_ctx, batch, seed, comm)
+    else:
+        root, cache_settings = _cache_root(Path(cache_dir), model, runner, hooks_in, hooks_out,
+                                           ctx_len, bos)
+        for part, ctx in (("train", train_ctx), ("eval", eval_ctx)):
+            if len(ctx):
+                build_activation_cache(root / part, ctx, read, settings=cache_settings,
+                                       dtype=runner.dtype, progress=progress and rank0,
+                                       rank=0 if comm is None else comm.rank,
+                                       world=1 if comm is None else comm.world)
+            dist_mod.barrier(comm)
+        next_batch = batches_mod.cached(open_cache(root / "train", train_ctx), per_step, seed, comm)
+        if len(eval_ctx):
+            eval_cache = open_cache(root / "eval", eval_ctx)
+            eval_batches = (eval_cache.shard(i) for i in range(len(eval_cache.shards)))
     dead_after = 20 * per_step
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=steps, initial=start, desc="training transcoders", disable=not progress)
+    bar = tqdm(total=steps, initial=start, desc="training transcoders", disable=not progress or not rank0,
+               unit="step")
     done = start
     t0 = time.perf_counter()
     try:
         for step in range(start, steps):
-            ids = _batch_ids(step, batch, len(train_ctx), seed)
-            x, y = layer_activations(runner, train_ctx[ids], hooks_in, hooks_out,
-                                     skip_first=bos is not None)
+            x, y = next_batch(step)
             if step == 0:
-                stack.init_from_batch(x, y)
+                stack.init_from_batch(*dist_mod.whole_batch(x, y, comm))
             for group in optimizer.param_groups:
                 group["lr"] = lr * _lr_factor(step, steps)
             out = stack(x, y, aux_k=4 * k, dead_after=dead_after)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
+            dist_mod.after_backward(stack, comm)
             optimizer.step()
-            stack.count_firing(out["fired"], x.shape[1])
+            stack.count_firing(dist_mod.fired_anywhere(out["fired"], comm),
+                               dist_mod.tokens_per_rank_step(x.shape[1], comm))
             done = step + 1
             metrics = {
                 "loss": float(out["loss"].detach()), "fvu": float(out["fvu"].mean()),
@@ -173,32 +229,52 @@ def train_transcoders(
                 "dead": float((stack.since_fired >= dead_after).float().mean()),
             }
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", fvu=f"{metrics['fvu']:.3f}",
-                            l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead']:.1%}")
+                            l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead']:.1%}",
+                            tok_s=f"{(done - start) * per_step / (time.perf_counter() - t0):.0f}")
             bar.update(1)
             if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 save_checkpoint(ckpt, step=step + 1, settings=settings, module=stack,
-                                optimizer=optimizer)
+                                optimizer=optimizer, write=rank0,
+                                gather=lambda t: dist_mod.gather_tensors(t, comm))
+                dist_mod.barrier(comm)
             if callback is not None:
                 callback(step, metrics)
     except KeyboardInterrupt:
-        if ckpt is not None:
+        # Under torchrun the ranks may be stopped at different points: they resume from the
+        # last periodic checkpoint instead of saving one here.
+        if ckpt is not None and comm is None:
             save_checkpoint(ckpt, step=done, settings=settings, module=stack, optimizer=optimizer)
         raise
     finally:
         bar.close()
     train_seconds = time.perf_counter() - t0
     settings_out = {**settings, "train_seconds_this_run": round(train_seconds, 1)}
-    result = stack.export(hooks_in, hooks_out, {"training": settings_out})
+    full = dist_mod.full_stack(stack, comm)
+    result = full.export(hooks_in, hooks_out, {"training": settings_out})
     # Dead in the SAELens sense: silent over the last 20 steps of training (dead_after tokens).
-    window = {"dead_last_20_steps": (stack.since_fired >= dead_after).float().mean(-1).tolist()}
-    if len(eval_ctx):
+    window = {"dead_last_20_steps": (full.since_fired >= dead_after).float().mean(-1).tolist()}
+    if eval_batches is not None:
+        window.update(metrics_of_batches(result, eval_batches))
+    elif len(eval_ctx):
         window.update(layer_metrics(runner, result, eval_ctx, skip_first=bos is not None))
     _attach_metrics(result, window)
-    if out_path is not None:
+    if out_path is not None and rank0:
         result.save(out_path)
         if ckpt is not None and ckpt.exists():
             shutil.rmtree(ckpt, ignore_errors=True)
+    dist_mod.barrier(comm)
     return result
+
+
+def _cache_root(cache_dir: Path, model: Any, runner: Host, hooks_in: list[str],
+                hooks_out: list[str], ctx_len: int, bos: int | None) -> tuple[Path, dict[str, Any]]:
+    """The run's folder in ``cache_dir``, keyed by what the activations depend on, and those."""
+    settings = {"model": model_name(model), "fingerprint": model_fingerprint(model),
+                "hooks_in": hooks_in, "hooks_out": hooks_out, "ctx_len": ctx_len,
+                "skip_first": bos is not None, "dtype": str(runner.dtype)}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    name = (settings["model"].replace("/", "_")[-40:] or "model") + f"-{key}"
+    return corpus_mod.writable_dir(cache_dir / name, "activation cache directory"), settings
 
 
 def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[str, list[float]]) -> None:
@@ -207,14 +283,6 @@ def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[
         return
     for tc in result:
         tc.cfg["metrics"] = {name: values[tc.layer] for name, values in metrics.items()}
-
-
-def _batch_ids(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
-    """Context ids of a step: epoch-wise permutations seeded by (seed, epoch)."""
-    per_epoch = max(1, n // batch)
-    epoch, offset = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return perm[offset * batch : (offset + 1) * batch]
 
 
 def _lr_factor(step: int, steps: int) -> float:
