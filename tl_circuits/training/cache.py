@@ -50,11 +50,10 @@ def model_fingerprint(model: Any) -> str:
     """A short hash of a model's parameter shapes and the first and last values of each, so that
     two models of the same name but other weights get other caches."""
     h = hashlib.sha256()
-    params = getattr(model, "parameters", None)
-    try:
-        tensors = list(params()) if callable(params) else []
-    except Exception:  # noqa: BLE001 - a proxy object (nnsight) may refuse; the name still counts
-        tensors = []
+    # the model itself, or the module a host (``hf_model``) or nnsight (``_module``) holds
+    module = next((m for m in (model, getattr(model, "hf_model", None), getattr(model, "_module", None))
+                   if isinstance(m, torch.nn.Module)), None)
+    tensors = [] if module is None else list(module.parameters())
     for p in tensors:
         flat = p.detach().reshape(-1)
         h.update(str(tuple(p.shape)).encode())
@@ -302,10 +301,12 @@ class ShuffledBatches:
     def batch(self, step: int) -> tuple[Float[torch.Tensor, "n_in n d_in"], Float[torch.Tensor, "n_out n d_out"]]:
         """The activations of ``step``, float32."""
         epoch, rest = divmod(step, self.steps_per_epoch)
-        for g, (shards, count) in enumerate(self._groups(epoch)):
-            if rest < count:
-                break
-            rest -= count
+        groups = self._groups(epoch)
+        g = 0
+        while rest >= groups[g][1]:
+            rest -= groups[g][1]
+            g += 1
+        shards = groups[g][0]
         if self._loaded is None or self._loaded[0] != (epoch, g):
             parts = [self.cache.shard(i) for i in shards]
             x = torch.cat([p[0] for p in parts], 1)
