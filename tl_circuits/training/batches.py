@@ -57,12 +57,14 @@ def streamed(
 
 def cached(
     cache: ActivationCache, tokens_per_step: int, seed: int, comm: Comm | None = None,
+    device: torch.device | str = "cpu",
 ) -> Callable[[int], Batch]:
-    """``step -> (x, y)``: this rank's share of the step's tokens, read from ``cache``."""
+    """``step -> (x, y)``: this rank's share of the step's tokens, read from ``cache``, on
+    ``device``."""
     source = ShuffledBatches(cache, tokens_per_step, seed=seed)
 
     def at(step: int) -> Batch:
-        x, y = source.batch(step)
+        x, y = (t.to(device) for t in source.batch(step))
         if comm is None or comm.feature_sharded:
             return x, y
         part = _part(x.shape[1], comm)

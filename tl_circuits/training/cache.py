@@ -202,8 +202,8 @@ def build_activation_cache(
             for lo in range(0, len(chunks[i]), batch):
                 x, y = read(chunks[i][lo : lo + batch])
                 runs += 1
-                xs.append(x.to(dtype))
-                ys.append(y.to(dtype))
+                xs.append(x.to("cpu", dtype))
+                ys.append(y.to("cpu", dtype))
                 bar.update(len(chunks[i][lo : lo + batch]))
             x, y = torch.cat(xs, 1), torch.cat(ys, 1)
             tensors = {f"in.{j}": x[j].contiguous() for j in range(x.shape[0])}

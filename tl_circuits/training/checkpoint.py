@@ -91,7 +91,7 @@ def load_checkpoint(
     for name, step in meta["adam_steps"].items():
         optimizer.state[params[name]] = {
             "step": torch.tensor(step),
-            "exp_avg": tensors[f"adam.{name}.exp_avg"].clone(),
-            "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"].clone(),
+            "exp_avg": tensors[f"adam.{name}.exp_avg"].to(params[name].device, copy=True),
+            "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"].to(params[name].device, copy=True),
         }
     return int(meta["step"])

@@ -29,7 +29,6 @@ from tl_circuits.training.corpus import tokenize_contexts
 from tl_circuits.training.data import bos_to_prepend, layer_activations, tokenizer_of
 from tl_circuits.transcoders import Transcoders
 
-
 #: Built-in prompts of the graph scores: short completions of the kinds attribution is run on
 #: (facts, arithmetic, antonyms, grammar, a story), as plain strings (BOS added by ``attribute``).
 GRAPH_PROMPTS: tuple[str, ...] = (

@@ -9,11 +9,10 @@ A corpus is one of:
 - a folder written by ``datasets``' ``save_to_disk`` (read with ``load_from_disk``; a
   ``DatasetDict`` gives its ``split``), or a plain folder of the files above (sorted by name);
 - a ``datasets.Dataset`` / ``IterableDataset`` object;
-- a Hugging Face dataset name, ``"hf://org/name"`` (or ``"org/name"`` when no such path exists),
-  streamed with ``datasets.load_dataset(name, split=split, streaming=True)``; offline
+- a Hugging Face dataset name, written ``"hf://org/name"``, streamed with ``datasets.load_dataset(name, split=split, streaming=True)``; offline
   (``HF_HUB_OFFLINE=1`` / ``HF_DATASETS_OFFLINE=1``) this is a clear :class:`ConfigError`.
 
-Packing rule (the same as :func:`tl_circuits.training.corpus.tokenize_contexts`): every text is
+Packing rule (:func:`pack_contexts`, also behind ``training.corpus.tokenize_contexts``): every text is
 encoded without special tokens and followed by EOS (when the tokenizer has one); the texts are
 concatenated in order and cut into windows of ``ctx_len - 1`` tokens when the model's tokenizer
 puts BOS in front of a text (BOS is then prepended to every window), else ``ctx_len`` tokens.
@@ -87,11 +86,10 @@ def iter_texts(source: Any, *, field: str = "text", split: str = "train") -> Ite
                                   "files and is not a `datasets` save_to_disk folder.")
             for f in files:
                 yield from _file_texts(f, field)
-        elif isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/")):
-            yield from _hub_texts(source, field, split)
         else:
             raise ConfigError(f"the corpus {source} does not exist; give a text/JSON-lines/Parquet "
-                              "file, a folder, a `datasets` folder or 'hf://org/name'.")
+                              "file, a folder, a `datasets` folder, or write a Hugging Face "
+                              "dataset name as 'hf://org/name'.")
         return
     if isinstance(source, (list, tuple)):
         for text in source:
@@ -208,8 +206,8 @@ def pack_contexts(
         if n_contexts is not None and len(rows) >= n_contexts:
             break
     if n_texts == 0:
-        raise ConfigError(f"{source_name} holds no text (every text is empty); give a corpus "
-                          "with at least one non-empty text.")
+        raise ConfigError(f"no training text: {source_name} holds no text (every text is "
+                          "empty); give at least one non-empty text (or file).")
     if not rows:
         raise ConfigError(f"{source_name} is {n_tokens} tokens, shorter than one context of "
                           f"{body} tokens; give more text or a smaller ctx_len.")

@@ -195,7 +195,7 @@ class TranscoderStack(nn.Module):
                 vals, idx = topk_sparse(pre, self.k)
                 live = vals > 0
                 l0 = live.to(xn.dtype).sum(-1).mean(-1)
-            fired = torch.zeros(L * self.d_sae, dtype=torch.bool)
+            fired = torch.zeros(L * self.d_sae, dtype=torch.bool, device=pre.device)
             fired[self._flat(idx)[live]] = True
             fired = fired.view(L, self.d_sae)
             if self.cross_layer:
@@ -234,7 +234,7 @@ class TranscoderStack(nn.Module):
 
     def _flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-layer feature ids ``[L, ...]`` as rows of the stacked decoder ``[L * d_sae, d]``."""
-        offsets = torch.arange(idx.shape[0]) * self.d_sae
+        offsets = torch.arange(idx.shape[0], device=idx.device) * self.d_sae
         return idx + offsets.view(-1, *([1] * (idx.dim() - 1)))
 
     def _decode_topk(self, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:

@@ -169,6 +169,7 @@ def train_transcoders(
     stack = dist_mod.make_stack(comm, n_layers=L, d_in=d_model, d_out=d_model, d_sae=n_feat,
                                 kind=kind, k=k, skip=skip, cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
+    stack.to(host.device)  # the activations' device (a GPU run trains there)
     optimizer = Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
     ckpt = None if out_path is None else checkpoint_dir(out_path)
     rank0 = comm is None or comm.rank == 0
@@ -197,7 +198,8 @@ def train_transcoders(
                                        rank=0 if comm is None else comm.rank,
                                        world=1 if comm is None else comm.world)
             dist_mod.barrier(comm)
-        next_batch = batches_mod.cached(open_cache(root / "train", train_ctx), per_step, seed, comm)
+        next_batch = batches_mod.cached(open_cache(root / "train", train_ctx), per_step, seed, comm,
+                                        device=host.device)
         if len(eval_ctx):
             eval_cache = open_cache(root / "eval", eval_ctx)
             eval_batches = (eval_cache.shard(i) for i in range(len(eval_cache.shards)))
