@@ -74,7 +74,8 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
     assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
-    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out)
+    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out,
+                                 graph_prompts=None)  # the demo attributes its own prompts
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
     say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
         f"replacement top-1 agreement {ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
