@@ -12,8 +12,6 @@ step depend only on the seed and the step number).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import shutil
 import time
@@ -30,8 +28,7 @@ from tl_circuits.hosts.base import Host
 from tl_circuits.training import batches as batches_mod
 from tl_circuits.training import corpus as corpus_mod
 from tl_circuits.training import distributed as dist_mod
-from tl_circuits.training import sources
-from tl_circuits.training.cache import build_activation_cache, model_fingerprint, open_cache
+from tl_circuits.training.cache import model_fingerprint
 from tl_circuits.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
 from tl_circuits.training.data import (
     bos_to_prepend,
@@ -40,6 +37,7 @@ from tl_circuits.training.data import (
     tokenizer_of,
 )
 from tl_circuits.training.evaluate import layer_metrics, metrics_of_batches
+from tl_circuits.training.sources import describe as describe_corpus
 from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
 
 DEFAULT_HOOK_IN = "blocks.{l}.ln2.hook_normalized"
@@ -143,11 +141,9 @@ def train_transcoders(
     if corpus is not None:
         if texts is not None:
             raise ConfigError("give texts or corpus, not both.")
-        steps = steps if steps is not None else max(1, math.ceil(tokens / (batch * (ctx_len - (bos is not None)))))
-        n_eval = math.ceil(steps * batch * eval_fraction / (1 - eval_fraction)) if eval_fraction > 0 else 0
-        contexts = sources.read_contexts(tokenizer_of(host), corpus, ctx_len, bos_token_id=bos,
-                                         n_contexts=steps * batch + n_eval, field=field, split=split)
-        train_ctx, eval_ctx = contexts[: steps * batch], contexts[steps * batch :]
+        train_ctx, eval_ctx, steps = batches_mod.corpus_contexts(
+            tokenizer_of(host), corpus, ctx_len, bos, steps=steps, tokens=tokens, batch=batch,
+            eval_fraction=eval_fraction, field=field, split=split)
     else:
         if texts is None:
             texts = corpus_mod.default_texts(model, progress=progress)
@@ -165,7 +161,7 @@ def train_transcoders(
         "model": model_name(model), "bfloat16_model": bfloat16_model,
     }
     if corpus is not None:
-        settings["corpus"] = sources.describe(corpus)
+        settings["corpus"] = describe_corpus(corpus)
     stack = dist_mod.make_stack(comm, n_layers=L, d_in=d_model, d_out=d_model, d_sae=n_feat,
                                 kind=kind, k=k, skip=skip, cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
@@ -189,20 +185,13 @@ def train_transcoders(
     if cache_dir is None:
         next_batch = batches_mod.streamed(read, train_ctx, batch, seed, comm)
     else:
-        root, cache_settings = _cache_root(Path(cache_dir), model, runner, hooks_in, hooks_out,
-                                           ctx_len, bos)
-        for part, ctx in (("train", train_ctx), ("eval", eval_ctx)):
-            if len(ctx):
-                build_activation_cache(root / part, ctx, read, settings=cache_settings,
-                                       dtype=runner.dtype, progress=progress and rank0,
-                                       rank=0 if comm is None else comm.rank,
-                                       world=1 if comm is None else comm.world)
-            dist_mod.barrier(comm)
-        next_batch = batches_mod.cached(open_cache(root / "train", train_ctx), per_step, seed, comm,
-                                        device=host.device)
-        if len(eval_ctx):
-            eval_cache = open_cache(root / "eval", eval_ctx)
-            eval_batches = (eval_cache.shard(i) for i in range(len(eval_cache.shards)))
+        settings_key = {"model": model_name(model), "fingerprint": model_fingerprint(model),
+                        "hooks_in": hooks_in, "hooks_out": hooks_out, "ctx_len": ctx_len,
+                        "skip_first": bos is not None, "dtype": str(runner.dtype)}
+        next_batch, eval_batches = batches_mod.from_cache(
+            Path(cache_dir), settings_key, read, train_ctx, eval_ctx, tokens_per_step=per_step,
+            seed=seed, comm=comm, dtype=runner.dtype, device=host.device,
+            progress=progress and rank0)
     dead_after = 20 * per_step
     from tqdm.auto import tqdm
 
@@ -266,17 +255,6 @@ def train_transcoders(
             shutil.rmtree(ckpt, ignore_errors=True)
     dist_mod.barrier(comm)
     return result
-
-
-def _cache_root(cache_dir: Path, model: Any, runner: Host, hooks_in: list[str],
-                hooks_out: list[str], ctx_len: int, bos: int | None) -> tuple[Path, dict[str, Any]]:
-    """The run's folder in ``cache_dir``, keyed by what the activations depend on, and those."""
-    settings = {"model": model_name(model), "fingerprint": model_fingerprint(model),
-                "hooks_in": hooks_in, "hooks_out": hooks_out, "ctx_len": ctx_len,
-                "skip_first": bos is not None, "dtype": str(runner.dtype)}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    name = (settings["model"].replace("/", "_")[-40:] or "model") + f"-{key}"
-    return corpus_mod.writable_dir(cache_dir / name, "activation cache directory"), settings
 
 
 def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[str, list[float]]) -> None:
