@@ -261,7 +261,7 @@ class ShuffledBatches:
 
     Example:
         >>> batches = ShuffledBatches(cache, 4096, seed=0)  # doctest: +SKIP
-        >>> x, y = batches.batch(0)  # [n_in, 4096, d_in], [n_out, 4096, d_out], float32
+        >>> x, y = batches.batch(0)  # doctest: +SKIP
     """
 
     def __init__(self, cache: ActivationCache, tokens_per_step: int, *, seed: int = 0,
