@@ -66,6 +66,9 @@ def runs(tmp_path_factory):
         # 1 process writes a checkpoint at step 4 (stopped after step 5) that 2 processes resume
         _train(host, texts, tmp / "one_to_two", JOBS["plt"], stop_after=5)
         _train(host, texts, tmp / "one_to_two_clt", JOBS["clt"], stop_after=5)
+        # a 1-process checkpoint of a CLT whose 31 features 2 processes cannot share
+        _train(host, texts, tmp / "odd", dict(BASE, cross_layer=True, d_sae=31), stop_after=5)
+        odd_before = {p.name: p.read_bytes() for p in checkpoint_dir(tmp / "odd").iterdir()}
         jobs = [{"out": str(tmp / "two" / n), "kwargs": _fix(k, tmp / "two")} for n, k in JOBS.items()]
         jobs += [
             {"out": str(tmp / "one_to_two"), "kwargs": JOBS["plt"]},
@@ -89,6 +92,7 @@ def runs(tmp_path_factory):
         for name in ("two_to_one", "two_to_one_plt"):
             assert checkpoint_dir(tmp / name).is_dir() and not (tmp / name).exists()
             _train(host, texts, tmp / name, JOBS["clt" if name == "two_to_one" else "plt"])
+        assert {p.name: p.read_bytes() for p in checkpoint_dir(tmp / "odd").iterdir()} == odd_before
     finally:
         patch.undo()
     return tmp
@@ -130,7 +134,7 @@ def test_sizes_that_do_not_divide_by_the_world_are_clear_errors(runs):
     odd = (runs / "odd.error").read_text(encoding="utf-8")
     assert "d_sae=31 is not a multiple of 2" in odd and "d_sae=32" in odd
     assert "batch that is a multiple of 2" in (runs / "odd_batch.error").read_text(encoding="utf-8")
-    assert not (runs / "odd").exists() and not checkpoint_dir(runs / "odd").exists()
+    assert not (runs / "odd").exists()  # and its 1-process checkpoint is intact (see runs)
 
 
 def test_a_cache_built_by_two_processes_is_read_by_one(runs):
