@@ -161,14 +161,14 @@ def train_saelens(batches, steps, args, held, scales, *, lr, autocast):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layer", type=int, default=3)
-    p.add_argument("--tokens", type=int, default=65_536, help="training tokens (both trainers)")
-    p.add_argument("--eval-tokens", type=int, default=8_192)
+    p.add_argument("--tokens", type=int, default=49_152, help="training tokens (both trainers)")
+    p.add_argument("--eval-tokens", type=int, default=4_096)
     p.add_argument("--ctx-len", type=int, default=128)
     p.add_argument("--batch-tokens", type=int, default=1024)
     p.add_argument("--d-sae", type=int, default=2304, help="width (4 x d_model)")
     p.add_argument("--k", type=int, default=32, help="TopK k: the target L0")
     p.add_argument("--lr", type=float, default=2e-3, help="our learning rate")
-    p.add_argument("--saelens-lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3])
+    p.add_argument("--saelens-lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     p.add_argument("--cache", type=Path, default=None,
                    help="activation cache folder (default: the tl_circuits cache home)")
     p.add_argument("--threads", type=int, default=2)
