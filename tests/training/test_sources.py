@@ -127,3 +127,20 @@ def test_bad_corpora_are_clear_errors_and_keep_the_checkpoint(hooked, texts, cor
     # and the interrupted run still resumes from it
     resumed = tc.train_transcoders(hooked, corpus=corpora["jsonl"], field="body", out_dir=out, **SMALL)
     assert resumed.layers == [0, 1, 2] and not ckpt.exists()
+
+
+def test_a_missing_reader_package_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    monkeypatch.setattr("importlib.import_module", lambda name: no_pyarrow(name))
+    (tmp_path / "c.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"needs the 'pyarrow.parquet' package.*pip install pyarrow"):
+        list(iter_texts(tmp_path / "c.parquet"))

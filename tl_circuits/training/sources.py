@@ -45,7 +45,8 @@ def _lazy_import(module: str, what: str) -> Any:
     except ImportError as exc:
         raise ConfigError(
             f"reading {what} needs the '{module}' package, which is not installed; "
-            f"install it with `pip install {module}`."
+            f"install it with `pip install {module.split('.')[0]}` (or `pip install "
+            "'tl-circuits[corpora]'`)."
         ) from exc
 
 
