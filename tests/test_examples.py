@@ -73,6 +73,12 @@ def test_capital_of_france(cache, capsys):
     assert probability(finding, "' Paris'") > 0.5 and "Using cached transcoders" in out
 
 
+def test_attention_heads_splits_the_top_edge_and_explains_its_head(cache, capsys):
+    finding, out = run_example("attention_heads", capsys)
+    assert "the top cross-position edge" in finding and "has top head L" in finding
+    assert "Top cross-position edge (small demo transcoders)" in out and "other pairs" in out
+
+
 def test_two_hop_says_honestly_it_misses_austin(cache, capsys):
     finding, _ = run_example("two_hop", capsys)
     assert "it does NOT get ' Austin'" in finding

@@ -6,6 +6,7 @@ model is imported when that model is first seen.
 
 __version__ = "0.2.0"
 
+from .attention import HeadLoadings, QKExplanation, explain_attention, head_loadings
 from .attribution import attribute
 from .dashboards import Dashboards, build_dashboards
 from .errors import ConfigError, FileFormatError, TLCircuitsError
@@ -29,10 +30,12 @@ __all__ = [
     "FileFormatError",
     "Graph",
     "GraphCheck",
+    "HeadLoadings",
     "Intervention",
     "InterventionResult",
     "Node",
     "NodeKind",
+    "QKExplanation",
     "TLCircuitsError",
     "TargetInfo",
     "Transcoder",
@@ -44,7 +47,9 @@ __all__ = [
     "build_dashboards",
     "check_graph",
     "evaluate_transcoders",
+    "explain_attention",
     "generate",
+    "head_loadings",
     "intervene",
     "load_transcoders",
     "train_transcoders",

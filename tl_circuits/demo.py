@@ -31,6 +31,7 @@ from tl_circuits.loading import (
     dashboards_dir,
     default_model,
     demo_dir,
+    train_settings,
 )
 
 PROMPT = "The capital of France is"
@@ -40,6 +41,8 @@ PROMPTS = (
     "Fact: the capital of the country where the Eiffel Tower is located is",
     "Fact: Roger Federer is famous for playing the sport of",
 )
+#: Fewer training steps than this in the default budget's minutes: the demo says the set is rough.
+FEW_STEPS = 150
 #: Feature rows computed per graph (the rest of the active features stay leaves).
 MAX_FEATURE_NODES = {"default": 256, "small": 64}
 
@@ -70,13 +73,24 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     t0 = time.perf_counter()
     say(f"First run: training {budget}-budget transcoders for all {model.cfg.n_layers} layers "
         f"(cached in {out}); Ctrl-C is safe, the next run resumes.")
-    settings = BUDGETS[budget]
+    settings = train_settings(budget)
+    if "time_budget" in settings:
+        say(f"Training for {settings['time_budget'] / 60:g} minutes (resumed runs count the time "
+            "already spent) ...")
     transcoders = tc.train_transcoders(model, None, out_dir=out, **settings)
     assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
-    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out,
+    # 24 held-out contexts (3k tokens) are enough for these figures, and each costs three passes.
+    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out[:24],
                                  graph_prompts=None)  # the demo attributes its own prompts
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
+    done = transcoders[0].cfg["training"]
+    say(f"Trained {done['steps_done']} steps ({done['steps_done'] * done['batch']} contexts of "
+        f"{done['ctx_len']} tokens) in {done['train_seconds']:.0f} s.")
+    if "time_budget" in settings and done["steps_done"] < FEW_STEPS:
+        say(f"Only {done['steps_done']} steps fitted in the time budget (a busy or slow machine): "
+            f"these transcoders are rough. For better ones delete {out} and run again when the "
+            "machine is quieter, or train longer with `tl-circuits train --minutes M`.")
     say(f"Held-out quality: mean FVU {ev['mean_fvu']:.3f}, mean L0 {ev['mean_l0']:.1f}, "
         f"replacement top-1 agreement {ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} nats/token "
         f"({ev['n_tokens']} tokens); dead features {sum(window) / len(window):.1%} (silent over "
@@ -183,9 +197,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from tl_circuits.viewer import serve
 
-    say(f"Viewer of {PROMPTS[0]!r}: http://{args.host}:{args.port}/  (Ctrl-C stops)")
-    serve(str(paths[0]), dashboards=str(dash), host=args.host, port=args.port, model=model,
-          transcoders=transcoders)
+    serve(str(out), dashboards=str(dash), host=args.host, port=args.port, model=model, transcoders=transcoders,
+          announce=lambda url: say(f"Viewer of the graphs in {out}: {url}  (Ctrl-C stops)"))
     return 0
 
 

@@ -18,12 +18,26 @@ from typing import Any
 from tl_circuits.errors import ConfigError, FileFormatError
 
 #: Training settings per budget; changing them trains a new set (the folder name holds them).
+#: The default set trains for ``minutes`` (so the first ``make demo`` lands in about 15 minutes
+#: on 2 cores whatever their speed; ``steps`` only caps it), on buffered activations each reused
+#: for ``reuse`` steps (docs/default-model.md has the measurements behind these choices).
 BUDGETS: dict[str, dict[str, Any]] = {
-    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=440, batch=8, ctx_len=128,
-                    lr=3e-3, seed=0),
+    "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=4000, batch=8, ctx_len=128,
+                    lr=3e-3, seed=0, minutes=6.0, reuse=4),
     "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
 }
 DEMO_SETTINGS = BUDGETS["default"]
+#: Names the default corpus in the cache folders (a new corpus trains a new set).
+CORPUS_VERSION = "facts2"
+
+
+def train_settings(budget: str) -> dict[str, Any]:
+    """``train_transcoders`` keyword arguments of a budget (``minutes`` -> ``time_budget``)."""
+    s = dict(BUDGETS[budget])
+    minutes = s.pop("minutes", None)
+    if minutes:
+        s["time_budget"] = 60.0 * minutes
+    return s
 
 
 #: Texts (from the default corpus) and tokens per text read for the dashboards of each budget.
@@ -38,6 +52,11 @@ def demo_dir(budget: str = "default") -> Path:
     name = f"smollm2-135m-{s['kind']}{'-skip' if s.get('skip') else ''}-{s['d_sae']}-k{s['k']}-s{s['steps']}x{s['batch']}"
     if s["ctx_len"] != 128:
         name += f"-c{s['ctx_len']}"
+    if s.get("minutes"):
+        name += f"-m{s['minutes']:g}"
+    if s.get("reuse", 1) > 1:
+        name += f"-r{s['reuse']}"
+    name += f"-{CORPUS_VERSION}"
     return cache_home() / "transcoders" / name
 
 

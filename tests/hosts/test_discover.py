@@ -44,9 +44,10 @@ def test_discovery_finds_the_table_row(family):
     model = gemma3_multimodal(hf_model("gemma3_text")) if family == "gemma3" else hf_model(family)
     row = ARCH_SITES[model.config.model_type]
     found = discover_sites(model)
-    if family == "gpt2":  # c_attn fuses q, k, v: its layout (equal thirds) is pinned by the row
-        assert found.qk == () and row.qk == ("c_attn",)
-        found = dataclasses.replace(found, qk=row.qk)
+    if family == "gpt2":  # c_attn fuses q, k, v: its layout (equal thirds) is pinned by the row,
+        # and so are the learned position embeddings (only explain_attention reads them)
+        assert found.qk == () and row.qk == ("c_attn",) and found.pos_embed is None
+        found = dataclasses.replace(found, qk=row.qk, pos_embed=row.pos_embed)
     assert found == row
 
 

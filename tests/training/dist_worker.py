@@ -46,7 +46,7 @@ def main(spec_path: str) -> None:
     from tl_circuits.training.stack import TranscoderStack
 
     # float32 encoders: with bfloat16 pre-activations, TopK meets ties whose winner is arbitrary
-    TranscoderStack.autocast = False
+    TranscoderStack.bf16_products = False
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     host = model()
     for job in spec["jobs"]:

@@ -58,7 +58,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     texts = _texts()
     patch = pytest.MonkeyPatch()
-    patch.setattr(TranscoderStack, "autocast", False)
+    patch.setattr(TranscoderStack, "bf16_products", False)
     host = dist_worker.model()
     try:
         for name, kwargs in JOBS.items():

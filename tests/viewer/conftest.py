@@ -49,6 +49,24 @@ def dashboards(model, transcoders, texts, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def browser():
+    from .browser import make_browser
+
+    driver = make_browser()
+    yield driver
+    driver.quit()
+
+
+#: Prompts of the gallery's other graphs (related to PROMPT, so features are shared).
+OTHER_PROMPTS = ("w1 w2 London w3 Paris w4", "w5 Paris w6 w7")
+
+
+@pytest.fixture(scope="session")
+def other_graphs(model, transcoders):
+    return [tl_circuits.attribute(model, transcoders, p, progress=False) for p in OTHER_PROMPTS]
+
+
+@pytest.fixture(scope="session")
 def graph_file(graph, tmp_path_factory):
     path = tmp_path_factory.mktemp("graph") / "paris.tlc"
     graph.save(path)

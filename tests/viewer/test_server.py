@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import re
 
 import pytest
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from tl_circuits.viewer.server import MAX_SAVE_BYTES, create_app, sidecar_path  # noqa: E402
+from tl_circuits.viewer.server import MAX_SAVE_BYTES, STATIC_DIR, create_app, sidecar_path  # noqa: E402
 
 from .conftest import EVIL, serve_in_thread  # noqa: E402
 
@@ -33,8 +35,14 @@ def client(graph_copy, dashboards):
 def test_pages_and_api(client, graph_copy):
     r = client.get("/")
     assert r.status_code == 200 and "default-src 'none'" in r.headers["content-security-policy"]
-    assert '<script src="/static/app.js">' in r.text
-    assert client.get("/static/vendor/d3.min.js").text.startswith("// https://d3js.org v7")
+    assert '<script src="/static/app.js">' in r.text and "https://" not in r.text
+    d3 = client.get("/static/vendor/d3.min.js")
+    assert d3.text.startswith("// https://d3js.org v7")
+    # the vendored file is the npm package's, as recorded beside it (static/vendor/README.md)
+    recorded = (STATIC_DIR / "vendor" / "README.md").read_text()
+    assert hashlib.sha256(d3.content).hexdigest() in recorded and "| `d3` | 7.9.2 | ISC" in recorded
+    for script in re.findall(r'<script src="(/static/[^"]+)"', r.text):  # every script is served
+        assert client.get(script).status_code == 200, script
     g = client.get("/api/graph").json()
     assert g["metadata"]["slug"] == "paris"
     f = next(n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder")

@@ -38,6 +38,7 @@ def attribute(
     update_interval: int = 4,
     progress: bool = True,
     remote: bool | str = False,
+    head_loadings: bool = False,
 ) -> Graph:
     """The attribution graph of ``prompt``: direct effects between features, errors, tokens, targets.
 
@@ -74,11 +75,19 @@ def attribute(
             inside one nnsight trace with ``remote=`` this value: True (NDIF), ``"local"``
             (nnsight's serialize-and-run stand-in) or a server URL. The request carries the
             transcoders' weights; see docs/hosts.md.
+        head_loadings: also store the heads that carry the cross-position edges the viewer
+            shows and the QK explanations of the top heads (:mod:`tl_circuits.attention`;
+            local runs only; adds several times the attribution's own time: head loadings
+            alone took 3.5x on the demo graph, docs/performance.md).
 
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
     """
+    user_transcoders = transcoders
     host, transcoders = prepare(model, transcoders)
+    if head_loadings and remote is not False:
+        raise ConfigError("head_loadings=True needs a local run (remote=False): the attention "
+                          "explanations read queries, keys and values the trace does not return")
     if feature_pool is not None and feature_pool < 1:
         raise ConfigError(f"feature_pool must be at least 1 (features kept as nodes), got {feature_pool}")
     if batch_size < 1 or update_interval < 1:
@@ -106,7 +115,7 @@ def attribute(
                 f"this is a {type(model).__qualname__}: leave remote=False"
             )
         out = run_traced(tokens, job, remote=remote)
-    return Graph.from_tables(
+    graph = Graph.from_tables(
         kind=out["kind"], layer=out["layer"], position=out["position"], index=out["index"],
         adjacency=out["adjacency"], activations=out["activations"],
         targets=[TargetInfo(*t) for t in out["targets"]], target_vectors=out["target_vectors"],
@@ -122,6 +131,11 @@ def attribute(
         },
         rows_computed=out["rows_computed"],
     )
+    if head_loadings:
+        from ..attention.annotate import annotate_graph
+
+        annotate_graph(model, user_transcoders, graph, progress=progress)
+    return graph
 
 
 def _attribute_job(

@@ -115,6 +115,13 @@ class RowEngine:
                     rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
         return rows
 
+    def read_tensor(self, site: int | None) -> Float[torch.Tensor, "batch pos d"]:
+        """What a read-out at ``site`` reads: the transcoder input of layer ``site``, or the final
+        residual (None). :mod:`tl_circuits.attention` reads queries and keys (negative sites)."""
+        tensor = self.state.resid_final if site is None else self.state.x_in[site]
+        assert tensor is not None
+        return tensor
+
     def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
         """Gradients of the read-outs at every write site and at the embeddings (None where no
         read-out reaches): one backward pass, vmapped over the read-outs when there are several."""
@@ -124,8 +131,7 @@ class RowEngine:
         n = len(reads.pos)
         outputs, grad_outputs = [], []
         for site in sorted(set(reads.layer), key=lambda la: -1 if la is None else la):
-            tensor = state.resid_final if site is None else state.x_in[site]
-            assert tensor is not None
+            tensor = self.read_tensor(site)
             here = [b for b, la in enumerate(reads.layer) if la == site]
             seed = tensor.new_zeros(n, *tensor.shape[1:])
             seed[here, [reads.pos[b] for b in here]] = reads.vectors[here].to(seed.dtype)

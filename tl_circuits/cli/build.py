@@ -81,6 +81,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=32, help="active features per token (TopK)")
     p.add_argument("--steps", type=int, default=None, help="training steps (overrides --tokens)")
     p.add_argument("--tokens", type=int, default=1_000_000, help="training tokens")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop after this many minutes of training (--steps/--tokens then cap it)")
+    p.add_argument("--reuse", type=int, default=1,
+                   help="steps each buffered model activation serves (1: a model forward per step)")
     p.add_argument("--batch", type=int, default=32, help="contexts per step")
     p.add_argument("--ctx-len", type=int, default=128, help="tokens per context")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -105,6 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
         ctx_len=args.ctx_len, lr=args.lr, sparsity_coef=args.sparsity_coef, out_dir=args.out,
         resume=not args.no_resume, seed=args.seed, hook_in=args.hook_in, hook_out=args.hook_out,
         corpus=args.corpus, field=args.field, split=args.split, cache_dir=args.cache_dir,
+        time_budget=None if args.minutes is None else 60 * args.minutes, reuse=args.reuse,
     )
     say(f"saved transcoders to {args.out}")
     return 0

@@ -112,15 +112,16 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="view a graph in the local web viewer",
-                       description="Serve GRAPH at http://HOST:PORT/ (Ctrl-C stops). With --model "
-                       "and --transcoders the page can run interventions on pinned features.")
-    p.add_argument("graph", help="graph file (Graph.save) or exported JSON")
+    p = sub.add_parser("serve", help="view graphs in the local web viewer",
+                       description="Serve GRAPH (a graph file, several, or a folder of graphs: a "
+                       "gallery that picks up graphs written while it runs) at http://HOST:PORT/ "
+                       "(Ctrl-C stops). With --model the page can steer features.")
+    p.add_argument("graph", nargs="+", help="graph files (Graph.save) or exported JSON, or one folder")
     p.add_argument("--dashboards", help="folder written by `tl-circuits dashboards`")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--annotations", help="annotations file (default: GRAPH stem + .annotations.json)")
-    p.add_argument("--model", default=None, help="'default' or a local HF model folder, to enable interventions")
+    p.add_argument("--annotations", help="annotations file of a single GRAPH (default: GRAPH stem + .annotations.json)")
+    p.add_argument("--model", default=None, help="'default' or a local HF model folder, to steer from the page")
     p.add_argument("--transcoders", metavar="SOURCE", default=None,
                    help="with --model: transcoders, any source --transcoders of `attribute` takes "
                    "(default: the cached demo set)")
@@ -130,7 +131,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from tl_circuits.viewer import serve
 
-    existing(args.graph, "graph file")
+    for g in args.graph:
+        existing(g, "graph file")
+    if len(args.graph) > 1 and any(Path(g).is_dir() for g in args.graph):
+        raise ConfigError("serve one folder on its own, or several graph files; not a mix")
+    if args.annotations and (len(args.graph) > 1 or Path(args.graph[0]).is_dir()):
+        raise ConfigError("--annotations names the file of a single graph; with several graphs each "
+                          "keeps its annotations beside it")
     if args.dashboards:
         existing(args.dashboards, "dashboards folder")
     model = transcoders = None
@@ -139,12 +146,13 @@ def run_serve(args: argparse.Namespace) -> int:
         transcoders = load_transcoders(transcoder_path(args.transcoders, args.model))
         model = load()
     elif args.transcoders is not None:
-        raise ConfigError("--transcoders in `serve` needs --model too (they enable interventions).")
+        raise ConfigError("--transcoders in `serve` needs --model too (they enable steering).")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: binding {args.host}: other machines may reach this viewer\n")
-    say(f"tl_circuits viewer on http://{args.host}:{args.port}/  (Ctrl-C stops)")
-    serve(args.graph, dashboards=args.dashboards, host=args.host, port=args.port,
-          annotations_path=args.annotations, model=model, transcoders=transcoders)
+    source = args.graph[0] if len(args.graph) == 1 else args.graph
+    serve(source, dashboards=args.dashboards, host=args.host, port=args.port,
+          annotations_path=args.annotations, model=model, transcoders=transcoders,
+          announce=lambda url: say(f"tl_circuits viewer on {url}  (Ctrl-C stops)"))
     return 0
 
 

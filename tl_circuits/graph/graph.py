@@ -187,6 +187,23 @@ class Graph:
 
         return subgraph(self, node_ids, hops)
 
+    def head_loadings(self, source: int, target: int) -> tuple[list[tuple[int, int, float]], float]:
+        """The heads carrying edge ``source -> target`` (adjacency indices) as
+        :func:`tl_circuits.head_loadings` stored them: ``([(layer, head, weight), ...], rest)``,
+        largest first, ``rest`` the part no listed head carries. KeyError if not computed.
+
+        Example:
+            >>> tl_circuits.head_loadings(model, transcoders, graph)  # doctest: +SKIP
+            >>> heads, rest = graph.head_loadings(12, 40)  # doctest: +SKIP
+        """
+        nodes = self.nodes
+        want = (list(nodes[source]), list(nodes[target]))
+        for entry in self.settings.get("head_loadings", []):
+            if (entry["source"], entry["target"]) == want:
+                return [(int(la), int(h), float(w)) for la, h, w in entry["heads"]], float(entry["rest"])
+        raise KeyError(f"no head loadings stored for edge {source} -> {target}; compute them with "
+                       "tl_circuits.head_loadings(model, transcoders, graph) (edges between positions only)")
+
     def add_supernode(self, name: str, node_ids: Any, *, replace: bool = False) -> None:
         """Group nodes under ``name``; saved with the graph, usable by ``tl_circuits.intervene``."""
         from .queries import add_supernode

@@ -8,7 +8,12 @@ Given the architecture's row of :mod:`.sites`, each TL site is one of:
   TransformerBridge host uses the same code (:func:`norm_forward`);
 - ``attn.hook_pattern``: a registered attention function (transformers' ``AttentionInterface``)
   computes eager attention with the softmax weights passed through the hook; the mask is the one
-  transformers builds for the layer (causal, or sliding-window on Gemma's local layers);
+  transformers builds for the layer (causal, or sliding-window on Gemma's local layers); the same
+  function passes the queries and keys as the scores use them (after q/k norms and rotary,
+  ``attn.hook_rot_q`` / ``attn.hook_rot_k``), the values (``attn.hook_v``, one per KV head) and
+  the mixed values before the output projection (``attn.hook_z``) through their hooks, in TL's
+  ``[batch, pos, head, d_head]`` layout, and records the score scale and soft-cap it was called
+  with (:data:`ATTN_SCALING`, for :mod:`tl_circuits.attention`);
 - residual and MLP sites: forward (pre-)hooks on decoder layers, norms, MLPs and ``lm_head``.
 Hooks are removed and the attention implementation restored on exit, even on exceptions.
 """
@@ -29,6 +34,18 @@ from .sites import ArchSites, arch_sites
 _ATTN_NAME = "tl_circuits_eager"
 #: id(attention module) -> hook on its pattern, while a hook context is active.
 _PATTERN_HOOKS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+#: id(attention module) -> {"rot_q" | "rot_k" | "v" | "z": hook}, while a hook context is active.
+_QKVZ_HOOKS: dict[int, dict[str, Callable[[torch.Tensor], torch.Tensor]]] = {}
+#: id(attention module) -> (score scale, soft-cap or None) of its last call under our attention.
+ATTN_SCALING: dict[int, tuple[float, float | None]] = {}
+_QKVZ = ("rot_q", "rot_k", "v", "z")
+
+
+def _through(hooks: dict[str, Callable[[torch.Tensor], torch.Tensor]], name: str,
+             x: torch.Tensor) -> torch.Tensor:
+    """``x`` ([batch, head, pos, d]) through hook ``name`` in TL's [batch, pos, head, d] layout."""
+    fn = hooks.get(name)
+    return x if fn is None else fn(x.transpose(1, 2)).transpose(1, 2)
 
 
 def module_at(root: Any, path: str) -> Any:
@@ -50,11 +67,14 @@ def _eager_with_pattern_hook(module: Any, query: torch.Tensor, key: torch.Tensor
             f"{type(module).__qualname__} uses attention sinks (s_aux), which tl_circuits' eager "
             "attention does not compute; this architecture is not supported yet"
         )
+    qkvz = _QKVZ_HOOKS.get(id(module), {})
+    query, key, value = (_through(qkvz, n, x) for n, x in zip(_QKVZ, (query, key, value)))
     n_rep = query.shape[1] // key.shape[1]
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
         value = value.repeat_interleave(n_rep, dim=1)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    ATTN_SCALING[id(module)] = (float(scale), None if softcap is None else float(softcap))
     scores = torch.matmul(query, key.transpose(2, 3)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -71,6 +91,8 @@ def _eager_with_pattern_hook(module: Any, query: torch.Tensor, key: torch.Tensor
         pattern = hook(pattern)
     pattern = torch.nn.functional.dropout(pattern, p=dropout, training=module.training)
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
+    if (z_hook := qkvz.get("z")) is not None:
+        out = z_hook(out)
     return out, pattern
 
 
@@ -132,12 +154,13 @@ class HFModules:
             for tl, path in self.sites.block_norms():
                 self.norm_paths[f"blocks.{la}.{tl}"] = f"{self.sites.layers}.{la}.{path}"
         self.norms: dict[str, Any] = {k: module_at(hf_model, p) for k, p in self.norm_paths.items()}
-        names = {"unembed.hook_in"}
+        names = {"unembed.hook_in"} | ({"hook_pos_embed"} if self.sites.pos_embed else set())
         for prefix in self.norms:
             names |= {f"{prefix}.hook_scale", f"{prefix}.hook_normalized"}
         for la in range(self.n_layers):
             names |= {f"blocks.{la}.{s}" for s in (
-                "hook_resid_pre", "attn.hook_pattern", "mlp.hook_in", "hook_resid_mid", "hook_mlp_out")}
+                "hook_resid_pre", "attn.hook_pattern", "mlp.hook_in", "hook_resid_mid", "hook_mlp_out",
+                *(f"attn.hook_{n}" for n in _QKVZ))}
         self.hook_names = frozenset(names)
 
     def module_path(self, name: str) -> str:
@@ -148,9 +171,12 @@ class HFModules:
         s = self.sites
         if name == "unembed.hook_in":
             return s.lm_head
+        if name == "hook_pos_embed" and s.pos_embed:
+            return s.pos_embed
         layer, site = name.split(".", 2)[1:]
         where = {"hook_resid_pre": "", "attn.hook_pattern": s.attn, "mlp.hook_in": s.mlp,
-                 "hook_resid_mid": s.resid_mid_module, "hook_mlp_out": s.mlp_out_module}[site]
+                 "hook_resid_mid": s.resid_mid_module, "hook_mlp_out": s.mlp_out_module,
+                 **{f"attn.hook_{n}": s.attn for n in _QKVZ}}[site]
         return f"{s.layers}.{layer}" + (f".{where}" if where else "")
 
     def freeze_hook_names(self) -> list[str]:
@@ -193,6 +219,7 @@ class HFModules:
                 h.remove()
             for key in patterns:
                 _PATTERN_HOOKS.pop(key, None)
+                _QKVZ_HOOKS.pop(key, None)
             self.config._attn_implementation = old_impl
 
     def _install(self, by_name: dict[str, list[HookFn]], handles: list[Any], patterns: list[int]) -> None:
@@ -210,6 +237,10 @@ class HFModules:
                 attn = module_at(block, s.attn)
                 _PATTERN_HOOKS[id(attn)] = chain(fns)
                 patterns.append(id(attn))
+            if qkvz := {n: chain(fns) for n in _QKVZ if (fns := by_name.get(f"{site}attn.hook_{n}"))}:
+                attn = module_at(block, s.attn)
+                _QKVZ_HOOKS[id(attn)] = qkvz
+                patterns.append(id(attn))
             if fns := by_name.get(site + "hook_resid_mid"):
                 handles.append(module_at(block, s.resid_mid_module).register_forward_pre_hook(
                     _input_hook(read_only(chain(fns), site + "hook_resid_mid")), with_kwargs=True))
@@ -219,6 +250,9 @@ class HFModules:
             if fns := by_name.get(site + "hook_mlp_out"):
                 out_module = module_at(block, s.mlp_out_module)
                 handles.append(out_module.register_forward_hook(_output_hook(chain(fns))))
+        if (fns := by_name.get("hook_pos_embed")) and s.pos_embed:
+            handles.append(module_at(self.model, s.pos_embed).register_forward_hook(
+                _output_hook(read_only(chain(fns), "hook_pos_embed"))))
         if fns := by_name.get("unembed.hook_in"):
             handles.append(module_at(self.model, s.lm_head).register_forward_pre_hook(
                 _input_hook(chain(fns)), with_kwargs=True))

@@ -43,6 +43,9 @@ class ArchSites:
     #: norms on the queries and on the keys, relative to ``attn`` (Qwen3, Gemma-3, OLMo-2): TL
     #: ``attn.q_norm`` / ``attn.k_norm``; their scales are freeze sites like every norm's.
     qk_norms: tuple[str, str] | None = None
+    #: learned position embeddings (GPT-2 ``wpe``), relative to the model: TL ``hook_pos_embed``,
+    #: which :mod:`tl_circuits.attention` reads to name the positional part of a score.
+    pos_embed: str | None = None
 
     def block_norms(self) -> list[tuple[str, str]]:
         """``(TL name, path from the decoder layer)`` of every norm of a block, in execution order."""
@@ -89,6 +92,7 @@ ARCH_SITES: dict[str, ArchSites] = {
     "gpt2": ArchSites(
         layers="transformer.h", final_norm="transformer.ln_f", lm_head="lm_head",
         ln1="ln_1", ln2="ln_2", attn="attn", mlp="mlp", norm="ln", qk=("c_attn",),
+        pos_embed="transformer.wpe",
     ),
     "gemma2": _GEMMA,
     "gemma3_text": _GEMMA3,

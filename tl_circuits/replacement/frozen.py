@@ -16,7 +16,7 @@ sites: what an intervened run (:mod:`.intervened`) holds fixed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,12 +56,15 @@ def replacement_hooks(
     *,
     freeze: bool = True,
     keep_frozen: bool = False,
+    extra: Sequence[tuple[str, HookFn]] = (),
 ) -> Iterator[None]:
     """Hooks that freeze, splice and record into ``state`` during one forward pass.
 
     The embedding becomes a leaf that requires grad; each MLP output becomes
     ``y.detach() + (skip(x) - skip(x).detach())``: the same value, a constant to autograd except
     through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``.
+    ``extra`` hooks run after these at their sites (:mod:`tl_circuits.attention` reads queries,
+    keys and values there, and adds tangents to what nodes write).
     """
     hooks: list[tuple[str, HookFn]] = []
     if freeze:
@@ -84,7 +87,7 @@ def replacement_hooks(
         state.resid_final = x
 
     hooks.append((host.resid_final_hook(), final_hook))
-    with host.hooks(hooks):
+    with host.hooks([*hooks, *extra]):
         yield
 
 
@@ -94,11 +97,13 @@ def run_replacement(
     tokens: Int[torch.Tensor, " pos"],
     *,
     batch: int = 1,
+    extra: Sequence[tuple[str, HookFn]] = (),
 ) -> ReplacementState:
-    """One forward pass of the replacement model over ``batch`` copies of ``tokens``."""
+    """One forward pass of the replacement model over ``batch`` copies of ``tokens`` (``extra``:
+    more hooks, run after the replacement's at their sites)."""
     state = ReplacementState(logits=torch.empty(0, 0, 0))
     batched = tokens.to(host.device).unsqueeze(0).expand(batch, -1)
-    with torch.enable_grad(), replacement_hooks(host, transcoders, state):
+    with torch.enable_grad(), replacement_hooks(host, transcoders, state, extra=extra):
         state.logits = host.forward(batched)
     return state
 

@@ -28,10 +28,12 @@ def checkpoint_dir(out_dir: Path) -> Path:
 
 def save_checkpoint(
     path: Path, *, step: int, settings: dict[str, Any], module: torch.nn.Module,
-    optimizer: Optimizer, gather: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    optimizer: Optimizer, seconds: float = 0.0,
+    gather: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     write: bool = True,
 ) -> None:
-    """Write ``path`` atomically: the module's state dict, Adam moments, step and settings.
+    """Write ``path`` atomically: the module's state dict, Adam moments, step and settings (and
+    the seconds of training so far, for time budgets).
 
     ``gather`` turns a rank's tensors into the full ones (a sharded run; every rank calls it),
     and only the rank with ``write`` writes."""
@@ -51,7 +53,8 @@ def save_checkpoint(
         tensors = gather(tensors)
     if not write:
         return
-    meta = {"step": step, "settings": settings, "adam_steps": steps, "format": 1}
+    meta = {"step": step, "settings": settings, "adam_steps": steps, "format": 1,
+            "seconds": round(seconds, 3)}
     with atomic_path(path, directory=True) as tmp:
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -95,3 +98,21 @@ def load_checkpoint(
             "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"].to(params[name].device, copy=True),
         }
     return int(meta["step"])
+
+
+def recover_checkpoint(path: Path) -> bool:
+    """Put back a checkpoint that a kill caught between the two renames of its atomic replacement
+    (the previous one then sits at ``.NAME.old-PID`` beside it); True if ``path`` now exists."""
+    if not path.is_dir():
+        left = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if left and (left[-1] / "state.json").is_file():
+            left[-1].rename(path)
+    return path.is_dir()
+
+
+def checkpoint_seconds(path: Path) -> float:
+    """Seconds of training the checkpoint at ``path`` holds (0 for one written without them)."""
+    try:
+        return float(json.loads((path / "state.json").read_text(encoding="utf-8")).get("seconds", 0.0))
+    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        return 0.0

@@ -1,9 +1,11 @@
 """Training text: the user's files or the default offline corpus, cut into fixed-length contexts.
 
-The default corpus is English prose that ships with every Python: the documentation topics of
-``pydoc_data`` (about 110k SmolLM2 tokens), available offline and instantly. Text the model writes
-itself from varied seed prompts (:func:`generated_corpus`) matches attribution prompts better but
-was measured at 14 tokens/s on the shared 2-core machine, too slow for the demo's time budget; see
+The default corpus (:func:`default_texts`) is English that needs no download: short encyclopedic
+paragraphs about countries, landmarks, athletes, people and everyday reasoning written from the
+fact tables of :mod:`tl_circuits.training.facts` (about 40k SmolLM2 tokens), shuffled with the
+documentation topics of ``pydoc_data`` that ship with every Python (about 110k tokens of prose).
+Text the model writes itself from varied seed prompts (:func:`generated_corpus`) was measured at
+14 tokens/s on the shared 2-core machine, too slow for the demo's time budget; see
 docs/training.md.
 """
 
@@ -94,12 +96,24 @@ def tokenize_contexts(
 
 
 def default_texts(model: Any = None, *, progress: bool = True) -> list[str]:
-    """The default offline corpus: Python's documentation topics (``pydoc_data.topics``), one
-    text per topic, in a fixed order. ``model`` and ``progress`` are accepted for symmetry with
-    :func:`generated_corpus` and unused."""
+    """The default offline corpus: the fact paragraphs of :func:`tl_circuits.training.facts.fact_texts`
+    and Python's documentation topics (``pydoc_data.topics``, one text per topic), shuffled
+    together in a fixed order (so the held-out tail has both). ``model`` and ``progress`` are
+    accepted for symmetry with :func:`generated_corpus` and unused.
+
+    Example:
+        >>> texts = default_texts()
+        >>> any(t.startswith("Q: What is the capital of") for t in texts)
+        True
+    """
+    import random
     from pydoc_data.topics import topics
 
-    return [topics[name] for name in sorted(topics)]
+    from tl_circuits.training.facts import fact_texts
+
+    texts = fact_texts() + [topics[name] for name in sorted(topics)]
+    random.Random(0).shuffle(texts)
+    return texts
 
 
 def generated_corpus(

@@ -55,8 +55,6 @@ class TranscoderStack(nn.Module):
     out_scale: torch.Tensor
     since_fired: torch.Tensor
     W_dec: nn.ParameterList
-    #: Encoders under bfloat16 autocast on CPU (off: float32, e.g. for exact comparisons).
-    autocast: bool = True
     #: Set by :mod:`tl_circuits.training.distributed`: a data-parallel or feature-sharded run.
     comm: Comm | None = None
 
@@ -115,7 +113,7 @@ class TranscoderStack(nn.Module):
 
     def pre_activations(self, xn: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_sae"]:
         """Every layer's encoder pre-activations in one batched product (bfloat16 on CPU)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast(xn)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16(xn)):
             pre = torch.bmm(xn, self.W_enc)
         return pre.to(xn.dtype) + self.b_enc[:, None, :]
 
@@ -150,9 +148,6 @@ class TranscoderStack(nn.Module):
         return {"loss": loss, "fvu": fvu, "l0": run.l0.detach(), "aux": aux_loss.detach(),
                 "fired": run.fired}
 
-    def _autocast(self, xn: torch.Tensor) -> bool:
-        return self.autocast and xn.device.type == "cpu"
-
     def _token_mean(self, t: Float[torch.Tensor, "L n"]) -> Float[torch.Tensor, " L"]:
         """Mean over the tokens of the (global) batch; data parallel: this rank's share of it."""
         if self.comm is not None and self.comm.data_parallel:
@@ -181,7 +176,7 @@ class TranscoderStack(nn.Module):
         xn = x.to(self.W_enc.dtype) * self.in_scale[:, None, None]
         base = self.b_dec[:, None, :].expand(L, n, self.d_out)
         if self.W_skip is not None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast(xn)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16(xn)):
                 skip = torch.bmm(xn, self.W_skip.transpose(1, 2))
             base = base + skip.to(xn.dtype)
         pre = self.pre_activations(xn)
@@ -231,6 +226,11 @@ class TranscoderStack(nn.Module):
         self.since_fired[fired] = 0
 
     sparsity_coef: float = 1e-3
+    #: Encoder and skip products in bfloat16 on CPU (benchmarks/train_speed.py measures both).
+    bf16_products: bool = True
+
+    def _bf16(self, x: torch.Tensor) -> bool:
+        return self.bf16_products and x.device.type == "cpu"
 
     def _flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-layer feature ids ``[L, ...]`` as rows of the stacked decoder ``[L * d_sae, d]``."""

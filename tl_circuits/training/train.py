@@ -4,10 +4,13 @@ Activations are streamed: each step runs the model on a batch of contexts, reads
 MLP input and output through the host's hooks (:func:`tl_circuits.training.data.layer_activations`,
 the pass stopped after the last MLP), and takes one Adam step for all layers together; or, with
 ``cache_dir``, they are written once to an activation cache (:mod:`tl_circuits.training.cache`)
-that this and later runs read. Under ``torchrun`` the processes train one set together
-(:mod:`tl_circuits.training.distributed`). Checkpoints (atomic, beside the output) make an interrupted run resumable, and a
-resumed run ends with the same weights as an uninterrupted one (the batch and learning rate of a
-step depend only on the seed and the step number).
+that this and later runs read. With ``reuse > 1`` an in-memory buffer
+(:mod:`tl_circuits.training.buffer`) serves each model activation to several steps. Under
+``torchrun`` the processes train one set together (:mod:`tl_circuits.training.distributed`).
+Checkpoints (atomic, beside the output, every ``checkpoint_every`` steps and, under a time
+budget, at least every minute) make an interrupted run resumable, and a resumed run ends with
+the same weights as an uninterrupted one (the batch and learning rate of a step depend only on
+the seed and the step number; under a time budget the learning rate follows the clock instead).
 """
 
 from __future__ import annotations
@@ -28,8 +31,15 @@ from tl_circuits.hosts.base import Host
 from tl_circuits.training import batches as batches_mod
 from tl_circuits.training import corpus as corpus_mod
 from tl_circuits.training import distributed as dist_mod
+from tl_circuits.training.buffer import ActivationBuffer
 from tl_circuits.training.cache import model_fingerprint
-from tl_circuits.training.checkpoint import checkpoint_dir, load_checkpoint, save_checkpoint
+from tl_circuits.training.checkpoint import (
+    checkpoint_dir,
+    checkpoint_seconds,
+    load_checkpoint,
+    recover_checkpoint,
+    save_checkpoint,
+)
 from tl_circuits.training.data import (
     bos_to_prepend,
     layer_activations,
@@ -42,6 +52,8 @@ from tl_circuits.transcoders import CrossLayerTranscoder, TranscoderSet
 
 DEFAULT_HOOK_IN = "blocks.{l}.ln2.hook_normalized"
 DEFAULT_HOOK_OUT = "blocks.{l}.hook_mlp_out"
+#: Under a time budget, a checkpoint at least this often (seconds), whatever the step count.
+CHECKPOINT_SECONDS = 60.0
 
 
 def train_transcoders(
@@ -71,6 +83,9 @@ def train_transcoders(
     eval_fraction: float = 0.05,
     checkpoint_every: int = 50,
     bfloat16_model: bool = True,
+    time_budget: float | None = None,
+    reuse: int = 1,
+    buffer_batches: int = 8,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TranscoderSet | CrossLayerTranscoder:
@@ -96,7 +111,19 @@ def train_transcoders(
         cross_layer: train one cross-layer transcoder (features write to their layer and every
             later one) instead of per-layer transcoders.
         d_sae: features per layer (default ``4 * d_model``).
-        steps / tokens: training length in steps, or in tokens when ``steps`` is None.
+        steps / tokens: training length in steps, or in tokens when ``steps`` is None (with
+            ``time_budget``: the most steps).
+        time_budget: seconds of training (model forwards included, evaluation not), summed over
+            resumed runs; training stops when they are spent, the learning rate decaying to 0
+            over the last 20% of the time. The metrics reached are in the configs as usual, and
+            ``steps_done`` in their ``training`` settings. The schedule follows the clock, so a
+            resumed or repeated run is not bit-identical to another.
+        reuse: training steps each buffered model activation serves (see
+            :mod:`tl_circuits.training.buffer`): 1 streams (one model forward per step); ``r > 1``
+            runs the model once on ``buffer_batches`` steps' contexts and trains ``r`` passes
+            over those tokens, reshuffled, so the model runs ``r`` times less often.
+        buffer_batches: steps' worth of contexts held in memory when ``reuse > 1`` (each batch
+            of 8 x 128 tokens of a 30-layer, d_model 576 model is about 70 MB).
         batch / ctx_len: contexts per step and tokens per context.
         lr: Adam learning rate (activations are normalised, so it transfers across models); warmed
             up over the first 5% of steps and decayed linearly to 0 over the last 20%.
@@ -129,6 +156,10 @@ def train_transcoders(
             "such as 'blocks.{l}.ln2.hook_normalized' or 'blocks.{l}.hook_resid_mid' -> "
             "'blocks.{l}.hook_mlp_out'."
         )
+    if time_budget is not None and not time_budget > 0:
+        raise ConfigError(f"time_budget={time_budget} must be a positive number of seconds.")
+    if reuse < 1 or buffer_batches < 1:
+        raise ConfigError(f"reuse={reuse} and buffer_batches={buffer_batches} must be 1 or more.")
     if not 0 < k <= n_feat:
         raise ConfigError(f"k={k} must lie in 1..d_sae={n_feat}.")
     if host.n_ctx is not None and ctx_len > host.n_ctx:
@@ -162,6 +193,11 @@ def train_transcoders(
     }
     if corpus is not None:
         settings["corpus"] = describe_corpus(corpus)
+    if time_budget is not None or reuse > 1:  # absent otherwise: older checkpoints still resume
+        settings.update(time_budget=time_budget, reuse=reuse, buffer_batches=buffer_batches)
+    if comm is not None and (time_budget is not None or reuse > 1):
+        raise ConfigError("time_budget and reuse > 1 are single-process for now (the ranks "
+                          "would stop at different steps); under torchrun give steps or tokens.")
     stack = dist_mod.make_stack(comm, n_layers=L, d_in=d_model, d_out=d_model, d_sae=n_feat,
                                 kind=kind, k=k, skip=skip, cross_layer=cross_layer, seed=seed)
     stack.sparsity_coef = sparsity_coef
@@ -169,11 +205,12 @@ def train_transcoders(
     optimizer = Adam(stack.parameters(), lr=lr, betas=(0.9, 0.999))
     ckpt = None if out_path is None else checkpoint_dir(out_path)
     rank0 = comm is None or comm.rank == 0
-    start = 0
-    if ckpt is not None and ckpt.is_dir():
+    start, spent = 0, 0.0
+    if ckpt is not None and recover_checkpoint(ckpt):
         if resume:
             start = load_checkpoint(ckpt, settings=settings, module=stack, optimizer=optimizer,
                                     scatter=lambda t: dist_mod.shard_tensors(t, comm))
+            spent = checkpoint_seconds(ckpt)
         else:
             dist_mod.on_rank0(comm, lambda: shutil.rmtree(ckpt))
     runner = _bfloat16_copy(host) if bfloat16_model else host
@@ -192,6 +229,10 @@ def train_transcoders(
             Path(cache_dir), settings_key, read, train_ctx, eval_ctx, tokens_per_step=per_step,
             seed=seed, comm=comm, dtype=runner.dtype, device=host.device,
             progress=progress and rank0)
+    buffer = ActivationBuffer(
+        lambda ids: read(train_ctx[ids]),
+        lambda step: batches_mod.batch_ids(step, batch, len(train_ctx), seed),
+        n_batches=buffer_batches, reuse=reuse, seed=seed, chunk=batch) if reuse > 1 else None
     dead_after = 20 * per_step
     from tqdm.auto import tqdm
 
@@ -199,13 +240,26 @@ def train_transcoders(
                unit="step")
     done = start
     t0 = time.perf_counter()
+    saved_at = spent
+
+    def elapsed() -> float:
+        return spent + time.perf_counter() - t0
+
     try:
         for step in range(start, steps):
-            x, y = next_batch(step)
+            if time_budget is not None and (elapsed() >= time_budget or (
+                    buffer is not None and step > start and buffer.due(step)
+                    and elapsed() + buffer.fill_seconds >= time_budget)):
+                break  # spent, or the next fill (as long as the last) would overrun it
+            x, y = next_batch(step) if buffer is None else buffer.get(step)
             if step == 0:
                 stack.init_from_batch(*dist_mod.whole_batch(x, y, comm))
+            factor = _lr_factor(step, steps)
+            if time_budget is not None:
+                factor = min(_lr_factor(step, steps, decay=False),
+                             max(0.0, (1 - elapsed() / time_budget) / 0.2))
             for group in optimizer.param_groups:
-                group["lr"] = lr * _lr_factor(step, steps)
+                group["lr"] = lr * factor
             out = stack(x, y, aux_k=4 * k, dead_after=dead_after)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
@@ -221,11 +275,14 @@ def train_transcoders(
             }
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", fvu=f"{metrics['fvu']:.3f}",
                             l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead']:.1%}",
-                            tok_s=f"{(done - start) * per_step / (time.perf_counter() - t0):.0f}")
+                            tok_s=f"{(done - start) * per_step / max(time.perf_counter() - t0, 1e-9):.0f}")
             bar.update(1)
-            if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            due = (step + 1) % checkpoint_every == 0 or (
+                time_budget is not None and elapsed() - saved_at >= CHECKPOINT_SECONDS)
+            if ckpt is not None and due and step + 1 < steps:
+                saved_at = elapsed()
                 save_checkpoint(ckpt, step=step + 1, settings=settings, module=stack,
-                                optimizer=optimizer, write=rank0,
+                                optimizer=optimizer, seconds=saved_at, write=rank0,
                                 gather=lambda t: dist_mod.gather_tensors(t, comm))
                 dist_mod.barrier(comm)
             if callback is not None:
@@ -234,12 +291,14 @@ def train_transcoders(
         # Under torchrun the ranks may be stopped at different points: they resume from the
         # last periodic checkpoint instead of saving one here.
         if ckpt is not None and comm is None:
-            save_checkpoint(ckpt, step=done, settings=settings, module=stack, optimizer=optimizer)
+            save_checkpoint(ckpt, step=done, settings=settings, module=stack, optimizer=optimizer,
+                            seconds=elapsed())
         raise
     finally:
         bar.close()
     train_seconds = time.perf_counter() - t0
-    settings_out = {**settings, "train_seconds_this_run": round(train_seconds, 1)}
+    settings_out = {**settings, "train_seconds_this_run": round(train_seconds, 1),
+                    "train_seconds": round(spent + train_seconds, 1), "steps_done": done}
     full = dist_mod.full_stack(stack, comm)
     result = full.export(hooks_in, hooks_out, {"training": settings_out})
     # Dead in the SAELens sense: silent over the last 20 steps of training (dead_after tokens).
@@ -265,12 +324,12 @@ def _attach_metrics(result: TranscoderSet | CrossLayerTranscoder, metrics: dict[
         tc.cfg["metrics"] = {name: values[tc.layer] for name, values in metrics.items()}
 
 
-def _lr_factor(step: int, steps: int) -> float:
-    warm = max(1, steps // 20)
+def _lr_factor(step: int, steps: int, *, decay: bool = True) -> float:
+    warm = max(1, steps // 20) if decay else max(1, min(steps // 20, 20))
     decay_from = int(steps * 0.8)
     if step < warm:
         return (step + 1) / warm
-    if step >= decay_from:
+    if decay and step >= decay_from:
         return max(0.0, (steps - step) / max(1, steps - decay_from))
     return 1.0
 

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="View attribution graphs in a local web page.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve a graph at http://127.0.0.1:PORT/")
-    s.add_argument("graph", help="graph file (Graph.save) or exported graph JSON")
+    s.add_argument("graph", nargs="+", help="graph files (Graph.save) or exported graph JSON, or one folder")
     s.add_argument("--dashboards", help="directory written by tl_circuits.build_dashboards")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.host not in ("127.0.0.1", "localhost", "::1"):
                 sys.stderr.write(f"warning: binding {args.host}: other machines may reach this viewer\n")
-            sys.stderr.write(f"tl_circuits viewer on http://{args.host}:{args.port}/  (Ctrl-C stops)\n")
-            serve(args.graph, dashboards=args.dashboards, host=args.host, port=args.port,
-                  annotations_path=args.annotations)
+            serve(args.graph[0] if len(args.graph) == 1 else args.graph, dashboards=args.dashboards,
+                  host=args.host, port=args.port, annotations_path=args.annotations,
+                  announce=lambda url: sys.stderr.write(f"tl_circuits viewer on {url}  (Ctrl-C stops)\n"))
         else:
             from .publish import export_file
 

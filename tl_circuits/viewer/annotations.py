@@ -1,6 +1,7 @@
 """Annotations of a graph in the viewer: labels, pinned nodes and supernodes, kept in a JSON
 sidecar file beside the graph (``<stem>.annotations.json``) and checked against the shipped
 ``annotations`` JSON Schema. Shared by the server, the standalone HTML export and the CLI.
+Features without a label get an automatic one from their dashboard (:func:`feature_summary`).
 """
 
 from __future__ import annotations
@@ -45,3 +46,25 @@ def apply_annotations(graph_json: dict[str, Any], ann: dict[str, Any]) -> dict[s
     out["qParams"]["pinnedIds"] = list(ann.get("pinnedIds", []))
     out["qParams"]["supernodes"] = [list(s) for s in ann.get("supernodes", [])]
     return out
+
+
+def feature_summary(dashboard: dict[str, Any], k: int = 3) -> dict[str, Any]:
+    """The few tokens that name a feature: its top promoted tokens and the tokens it fires on most
+    (the highest-activation token of each top example), for the page's automatic labels.
+
+    Example:
+        >>> feature_summary({"top_logits": ["a", "b"], "examples_quantiles": [{"examples": [
+        ...     {"tokens": ["x", "y"], "tokens_acts_list": [0.1, 2.0]}]}]})
+        {'promoted': ['a', 'b'], 'activating': ['y']}
+    """
+    activating: list[str] = []
+    groups = dashboard.get("examples_quantiles") or []
+    for ex in (groups[0].get("examples", []) if groups else []):
+        acts = ex.get("tokens_acts_list") or []
+        if acts:
+            tok = ex["tokens"][max(range(len(acts)), key=acts.__getitem__)]
+            if tok not in activating:
+                activating.append(tok)
+        if len(activating) >= k:
+            break
+    return {"promoted": list(dashboard.get("top_logits") or [])[:k], "activating": activating}

@@ -174,6 +174,7 @@ def graph_to_json(
     stored = weights != 0
     links = [{"source": ids[c], "target": ids[r], "weight": w}
              for r, c, w in zip(rows[stored].tolist(), cols[stored].tolist(), weights[stored].tolist())]
+    add_heads(g, links, ids)
 
     supernodes = [list(s) for s in (annotations or {}).get("supernodes", [])]
     for label, members in g.supernodes.items():  # from graph.add_supernode
@@ -183,13 +184,30 @@ def graph_to_json(
             "slug": slug, "scan": scan, "transcoder_list": [], "prompt": g.prompt or "",
             "prompt_tokens": list(g.str_tokens), "node_threshold": pruning["node_threshold"],
             "edge_threshold": pruning["edge_threshold"], "schema_version": 1, "n_layers": n_layers,
+            "scores": pruning.get("scores"),
             "generator": "tl_circuits",
         },
         "qParams": {"pinnedIds": list((annotations or {}).get("pinnedIds", [])), "supernodes": supernodes,
                     "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": nodes,
         "links": links,
+        **({"qk": list(g.settings["qk"])} if g.settings.get("qk") else {}),
     }
+
+
+def add_heads(g: Graph, links: list[dict[str, Any]], ids: dict[int, str]) -> None:
+    """Put each link's stored head loadings (``tl_circuits.head_loadings``) on it: ``heads``
+    (layer, head, weight; largest first) and ``heads_rest`` (the weight no listed head carries)."""
+    stored = g.settings.get("head_loadings")
+    if not stored:
+        return
+    by_node = {tuple(n): ids[i] for i, n in enumerate(g.nodes)}
+    entries = {(by_node.get(tuple(e["source"])), by_node.get(tuple(e["target"]))): e for e in stored}
+    for link in links:
+        entry = entries.get((link["source"], link["target"]))
+        if entry is not None:
+            link["heads"] = [{"layer": la, "head": h, "weight": w} for la, h, w in entry["heads"]][:8]
+            link["heads_rest"] = link["weight"] - sum(h["weight"] for h in link["heads"])
 
 
 def feature_path(root: str | os.PathLike[str], layer: int, index: int) -> Path:

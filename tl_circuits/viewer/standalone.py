@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path
-from .annotations import EMPTY_ANNOTATIONS
+from .annotations import EMPTY_ANNOTATIONS, feature_summary
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -32,20 +33,22 @@ def standalone_html(graph_json: dict[str, Any], annotations: dict[str, Any],
     """The viewer page with everything inlined; opens from disk with no server."""
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     css = (STATIC_DIR / "style.css").read_text(encoding="utf-8").replace("</style", "<\\/style")
-    payload = {"graph": graph_json, "annotations": annotations, "features": features}
-    replacements = {
-        '<link rel="stylesheet" href="/static/style.css">': f"<style>\n{css}\n</style>",
-        '<script src="/static/vendor/d3.min.js"></script>':
-            f"<script>\n{_inline_js(STATIC_DIR / 'vendor' / 'd3.min.js')}\n</script>",
-        '<script src="/static/app.js"></script>':
-            f'<script type="application/json" id="tlc-data">{_json_for_script(payload)}</script>\n'
-            f"<script>\n{_inline_js(STATIC_DIR / 'app.js')}\n</script>",
-    }
-    for old, new in replacements.items():
-        if old not in page:
-            raise RuntimeError(f"viewer index.html lost the tag {old!r}; the standalone export needs it")
-        page = page.replace(old, new)
-    return page
+    labels = {key: feature_summary(dash) for key, dash in features.items()}
+    payload = {"graph": graph_json, "annotations": annotations, "features": features, "feature_labels": labels}
+    link = '<link rel="stylesheet" href="/static/style.css">'
+    if link not in page or '<script src="/static/app.js"></script>' not in page:
+        raise RuntimeError("viewer index.html lost its stylesheet or app.js tag; the standalone export needs them")
+    page = page.replace(link, f"<style>\n{css}\n</style>")
+    data = f'<script type="application/json" id="tlc-data">{_json_for_script(payload)}</script>\n'
+
+    def inline(match: re.Match[str]) -> str:
+        path = (STATIC_DIR / match.group(1)).resolve()
+        if STATIC_DIR.resolve() not in path.parents:
+            raise RuntimeError(f"viewer index.html names a script outside static/: {match.group(1)}")
+        prefix = data if match.group(1) == "vendor/d3.min.js" else ""
+        return f"{prefix}<script>\n{_inline_js(path)}\n</script>"
+
+    return re.sub(r'<script src="/static/([A-Za-z0-9_./-]+)"></script>', inline, page)
 
 
 def export_html(graph_json: dict[str, Any], path: str | os.PathLike[str], *,
