@@ -81,7 +81,8 @@ def demo_transcoders(model: Any, budget: str = "default") -> Any:
     assert isinstance(transcoders, tc.TranscoderSet)  # the demo budgets train per-layer sets
     held_out = held_out_contexts(model, settings["ctx_len"])
     # 24 held-out contexts (3k tokens) are enough for these figures, and each costs three passes.
-    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out[:24])
+    ev = tc.evaluate_transcoders(model, transcoders, held_out[:2] if budget == "small" else held_out[:24],
+                                 graph_prompts=None)  # the demo attributes its own prompts
     window = [t.cfg["metrics"]["dead_last_20_steps"] for t in transcoders]
     done = transcoders[0].cfg["training"]
     say(f"Trained {done['steps_done']} steps ({done['steps_done'] * done['batch']} contexts of "

@@ -137,3 +137,29 @@ def test_bad_input_raises_config_errors(model, texts, tmp_path):
         writable_dir(blocker / "cache", "cache directory")
     with pytest.raises(ConfigError, match="not writable"):
         tc.train_transcoders(model, texts, steps=1, out_dir=blocker / "sub" / "out", **SMALL)
+
+
+def test_evaluate_reports_the_mean_graph_scores_of_the_prompt_set(model, texts):
+    result = tc.train_transcoders(model, texts, steps=10, **SMALL)
+    prompts = ["w1 w2 Paris w3", "London w4 w5 w6 w7"]
+    ev = tc.evaluate_transcoders(model, result, texts[:1], ctx_len=16, graph_prompts=prompts)
+    graphs = [tc.attribute(model, result, p, max_feature_nodes=1024, progress=False) for p in prompts]
+    direct = [g.scores() for g in graphs]
+    assert [s["prompt"] for s in ev["graph_scores"]] == prompts
+    assert ev["replacement_score"] == pytest.approx(sum(d["replacement"] for d in direct) / 2, rel=1e-9)
+    assert ev["completeness_score"] == pytest.approx(sum(d["completeness"] for d in direct) / 2, rel=1e-9)
+    assert 0.0 < ev["replacement_score"] < 1.0 and 0.0 < ev["completeness_score"] <= 1.0
+    # transcoders that explain nothing (decoders zeroed) leave everything to the error nodes
+    import copy
+
+    silent = copy.deepcopy(result)
+    for t in silent:
+        t.W_dec.data.zero_()
+    worse = tc.evaluate_transcoders(model, silent, texts[:1], ctx_len=16, graph_prompts=prompts)
+    assert worse["replacement_score"] < ev["replacement_score"]
+    assert tc.evaluate_transcoders(model, result, texts[:1], ctx_len=16, graph_prompts=None).keys() \
+        .isdisjoint({"replacement_score", "completeness_score"})
+    from tl_circuits.training.evaluate import GRAPH_PROMPTS
+
+    default = tc.evaluate_transcoders(model, result, texts[:1], ctx_len=16)
+    assert [s["prompt"] for s in default["graph_scores"]] == list(GRAPH_PROMPTS)

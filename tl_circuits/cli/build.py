@@ -55,7 +55,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="train per-layer or cross-layer transcoders for a model",
         description="Train transcoders for every MLP of a model and save them (SAELens "
         "directories, or a circuit-tracer CLT directory with --cross-layer). An interrupted "
-        "run resumes from its checkpoint when started again with the same settings.",
+        "run resumes from its checkpoint when started again with the same settings. Under "
+        "`torchrun --nproc_per_node N -m tl_circuits.cli train ...` the N processes train one "
+        "set together (docs/training.md).",
     )
     p.add_argument("--model", default="default",
                    help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging Face "
@@ -63,6 +65,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--texts", nargs="*", default=None, metavar="FILE",
                    help=".txt files (one text each) or .jsonl files ({'text': ...} per line); "
                    "default: the offline corpus described in docs/training.md")
+    p.add_argument("--corpus", default=None, metavar="SOURCE",
+                   help="instead of --texts, a corpus read as far as the run needs: a .txt/.jsonl/"
+                   ".parquet file or folder, a `datasets` save_to_disk folder, or hf://org/name "
+                   "(streamed; needs a connection)")
+    p.add_argument("--field", default="text", help="the text's field (JSON lines, Parquet, datasets)")
+    p.add_argument("--split", default="train", help="the split of a `datasets` dataset")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep the activations in an activation cache here, reused by later runs")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--kind", choices=("topk", "jumprelu"), default="topk")
     p.add_argument("--skip", action="store_true", help="add a linear skip connection")
@@ -98,6 +108,7 @@ def run_train(args: argparse.Namespace) -> int:
         d_sae=args.d_sae, k=args.k, steps=args.steps, tokens=args.tokens, batch=args.batch,
         ctx_len=args.ctx_len, lr=args.lr, sparsity_coef=args.sparsity_coef, out_dir=args.out,
         resume=not args.no_resume, seed=args.seed, hook_in=args.hook_in, hook_out=args.hook_out,
+        corpus=args.corpus, field=args.field, split=args.split, cache_dir=args.cache_dir,
         time_budget=None if args.minutes is None else 60 * args.minutes, reuse=args.reuse,
     )
     say(f"saved transcoders to {args.out}")

@@ -8,6 +8,7 @@ and holds no pickle: ``state.safetensors`` (module state and Adam moments) and `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,14 @@ def checkpoint_dir(out_dir: Path) -> Path:
 def save_checkpoint(
     path: Path, *, step: int, settings: dict[str, Any], module: torch.nn.Module,
     optimizer: Optimizer, seconds: float = 0.0,
+    gather: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+    write: bool = True,
 ) -> None:
     """Write ``path`` atomically: the module's state dict, Adam moments, step and settings (and
-    the seconds of training so far, for time budgets)."""
+    the seconds of training so far, for time budgets).
+
+    ``gather`` turns a rank's tensors into the full ones (a sharded run; every rank calls it),
+    and only the rank with ``write`` writes."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     names = {id(p): n for n, p in module.named_parameters()}
     steps: dict[str, float] = {}
@@ -43,6 +49,10 @@ def save_checkpoint(
             tensors[f"adam.{name}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
             tensors[f"adam.{name}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
             steps[name] = float(state["step"])
+    if gather is not None:
+        tensors = gather(tensors)
+    if not write:
+        return
     meta = {"step": step, "settings": settings, "adam_steps": steps, "format": 1,
             "seconds": round(seconds, 3)}
     with atomic_path(path, directory=True) as tmp:
@@ -52,9 +62,10 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: Path, *, settings: dict[str, Any], module: torch.nn.Module,
-    optimizer: Optimizer,
+    optimizer: Optimizer, scatter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> int:
     """Restore module and optimizer from ``path``; return the step to continue from.
+    ``scatter`` takes this rank's part of the full tensors (a sharded run).
 
     Raises ConfigError when the checkpoint was written by a run with other settings.
     """
@@ -74,6 +85,8 @@ def load_checkpoint(
             f"the checkpoint {path} belongs to a run with other settings (differing: {diff}); "
             "pass resume=False to start afresh, or delete the checkpoint."
         )
+    if scatter is not None:
+        tensors = scatter(tensors)
     module.load_state_dict(
         {k.removeprefix("module."): v for k, v in tensors.items() if k.startswith("module.")}
     )
@@ -81,8 +94,8 @@ def load_checkpoint(
     for name, step in meta["adam_steps"].items():
         optimizer.state[params[name]] = {
             "step": torch.tensor(step),
-            "exp_avg": tensors[f"adam.{name}.exp_avg"].clone(),
-            "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"].clone(),
+            "exp_avg": tensors[f"adam.{name}.exp_avg"].to(params[name].device, copy=True),
+            "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"].to(params[name].device, copy=True),
         }
     return int(meta["step"])
 

@@ -23,6 +23,7 @@ from jaxtyping import Int
 
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError
+from tl_circuits.training.sources import pack_contexts, read_all
 
 CACHE_ENV = "TL_CIRCUITS_CACHE"
 
@@ -75,59 +76,23 @@ def writable_dir(path: Path, what: str) -> Path:
 
 
 def read_text_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Texts from files: ``.jsonl`` (one JSON object with a ``"text"`` field per line) or plain
-    text (one text per file)."""
-    texts: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_file():
-            raise ConfigError(f"text file {path} does not exist; pass existing .txt/.jsonl files.")
-        content = path.read_text(encoding="utf-8", errors="replace")
-        if path.suffix == ".jsonl":
-            for n, line in enumerate(content.splitlines(), 1):
-                if line.strip():
-                    try:
-                        texts.append(str(json.loads(line)["text"]))
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        raise ConfigError(
-                            f"{path}:{n} is not a JSON object with a 'text' field ({exc}); write "
-                            'one {"text": "..."} per line, or use a plain .txt file.'
-                        ) from exc
-        else:
-            texts.append(content)
-    return texts
+    """Texts from files: ``.jsonl`` (one JSON object with a ``"text"`` field per line),
+    ``.parquet`` (a ``text`` column), plain text (one text per file), or any other corpus of
+    :mod:`tl_circuits.training.sources`."""
+    return list(read_all(list(paths)))
 
 
 def tokenize_contexts(
     tokenizer: Any, texts: Sequence[str], ctx_len: int, *, bos_token_id: int | None = None
 ) -> Int[torch.Tensor, "n_ctx ctx_len"]:
-    """Concatenate the texts (EOS between them) and cut the tokens into ``ctx_len`` windows.
+    """Concatenate the texts (EOS after each) and cut the tokens into ``ctx_len`` windows: the
+    packing rule of :mod:`tl_circuits.training.sources` (:func:`~.sources.pack_contexts`).
 
     With ``bos_token_id`` each window is ``[BOS] + ctx_len - 1`` tokens. Raises ConfigError when
     there is no text or not enough for one window.
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = [t for t in texts if t and t.strip()]
-    if not texts:
-        raise ConfigError("no training text: give at least one non-empty text (or file).")
-    sep = getattr(tokenizer, "eos_token_id", None)
-    ids: list[int] = []
-    for text in texts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if sep is not None:
-            ids.append(int(sep))
-    body = ctx_len - (bos_token_id is not None)
-    n = len(ids) // body
-    if n == 0:
-        raise ConfigError(
-            f"the training text is {len(ids)} tokens, shorter than one context of {body} tokens; "
-            "give more text or a smaller ctx_len."
-        )
-    out = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
-    if bos_token_id is not None:
-        out = torch.cat([torch.full((n, 1), bos_token_id, dtype=torch.long), out], dim=1)
-    return out
+    return pack_contexts(tokenizer, [texts] if isinstance(texts, str) else texts, ctx_len,
+                         bos_token_id=bos_token_id, source_name="the training text")
 
 
 def default_texts(model: Any = None, *, progress: bool = True) -> list[str]:

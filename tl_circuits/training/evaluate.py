@@ -7,22 +7,63 @@
 The replacement model runs the model with every covered MLP output replaced by the transcoders'
 reconstruction from the *live* inputs (error terms removed); its next-token predictions are
 compared with the original's: top-1 agreement and KL(original || replacement) per token.
+
+What matters for circuit tracing is how much of a graph the transcoders explain: the mean
+replacement and completeness scores (:mod:`tl_circuits.graph.scores`, circuit-tracer's
+definitions) of the attribution graphs of a prompt set, :data:`GRAPH_PROMPTS` by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 
+from tl_circuits.attribution import attribute
 from tl_circuits.errors import ConfigError
 from tl_circuits.hosts import as_host
 from tl_circuits.replacement import prepare, run_spliced, spliced
 from tl_circuits.training.corpus import tokenize_contexts
 from tl_circuits.training.data import bos_to_prepend, layer_activations, tokenizer_of
 from tl_circuits.transcoders import Transcoders
+
+#: Built-in prompts of the graph scores: short completions of the kinds attribution is run on
+#: (facts, arithmetic, antonyms, grammar, a story), as plain strings (BOS added by ``attribute``).
+GRAPH_PROMPTS: tuple[str, ...] = (
+    "The capital of France is",
+    "The opposite of hot is",
+    "Water freezes at zero degrees",
+    "3 + 4 =",
+    "The cats that live next door",
+    "Once upon a time, a little girl named",
+)
+
+
+def graph_scores(
+    model: Any, transcoders: Any, prompts: Sequence[str] = GRAPH_PROMPTS, *,
+    max_feature_nodes: int | None = 1024,
+) -> dict[str, Any]:
+    """Mean ``replacement_score`` and ``completeness_score`` of the attribution graphs of
+    ``prompts`` (unpruned, targets the most likely next tokens), and ``graph_scores``: each
+    prompt's ``{"prompt", "replacement", "completeness"}``.
+
+    Example:
+        >>> graph_scores(model, transcoders, ["The capital of France is"])  # doctest: +SKIP
+        {'replacement_score': 0.81, 'completeness_score': 0.93, 'graph_scores': [...]}
+    """
+    per_prompt = []
+    for prompt in prompts:
+        graph = attribute(model, transcoders, prompt, max_feature_nodes=max_feature_nodes,
+                          progress=False)
+        per_prompt.append({"prompt": prompt, **graph.scores()})
+    n = max(1, len(per_prompt))
+    return {
+        "replacement_score": sum(p["replacement"] for p in per_prompt) / n,
+        "completeness_score": sum(p["completeness"] for p in per_prompt) / n,
+        "graph_scores": per_prompt,
+    }
 
 
 def layer_metrics(
@@ -33,6 +74,20 @@ def layer_metrics(
     order, which for full sets is the layer index) on ``contexts``; ``model`` is any model
     :func:`~tl_circuits.hosts.as_host` adapts, or a host."""
     host = as_host(model)
+    hooks_in = [transcoders.hook_in(la) for la in transcoders.layers]
+    hooks_out = [transcoders.hook_out(la) for la in transcoders.out_layers]
+    return metrics_of_batches(transcoders, (
+        layer_activations(host, contexts[lo : lo + batch], hooks_in, hooks_out, skip_first=skip_first)
+        for lo in range(0, len(contexts), batch)
+    ))
+
+
+def metrics_of_batches(
+    transcoders: Transcoders,
+    batches: Iterable[tuple[Float[torch.Tensor, "n_in n d_in"], Float[torch.Tensor, "n_out n d_out"]]],
+) -> dict[str, list[float]]:
+    """:func:`layer_metrics` of activations already read (e.g. from an activation cache):
+    ``(x, y)`` with every layer's inputs and outputs, in ``transcoders.layers`` order."""
     layers = transcoders.layers
     se = torch.zeros(len(layers), dtype=torch.float64)
     sy = torch.zeros(len(layers), dtype=torch.float64)
@@ -41,12 +96,8 @@ def layer_metrics(
     fired = [torch.zeros(transcoders.d_sae(la), dtype=torch.bool) for la in layers]
     sum_y = [torch.zeros(transcoders.d_out, dtype=torch.float64) for _ in layers]
     n_tok = 0
-    hooks_in = [transcoders.hook_in(la) for la in layers]
-    hooks_out = [transcoders.hook_out(la) for la in transcoders.out_layers]
     with torch.no_grad():
-        for lo in range(0, len(contexts), batch):
-            x, y = layer_activations(host, contexts[lo : lo + batch], hooks_in, hooks_out,
-                                     skip_first=skip_first)
+        for x, y in batches:
             xs = {la: x[i].to(transcoders.device, transcoders.dtype) for i, la in enumerate(layers)}
             acts = {la: transcoders.encode(la, xs[la]) for la in layers}
             for i, la in enumerate(layers):
@@ -71,6 +122,7 @@ def layer_metrics(
 def evaluate_transcoders(
     model: Any, transcoders: Any, texts: Sequence[str] | torch.Tensor, *,
     ctx_len: int = 128, batch: int = 8, max_contexts: int | None = None,
+    graph_prompts: Sequence[str] | None = GRAPH_PROMPTS, max_feature_nodes: int | None = 1024,
 ) -> dict[str, Any]:
     """Metrics of ``transcoders`` on ``texts`` (see module docstring).
 
@@ -80,7 +132,10 @@ def evaluate_transcoders(
     Returns:
         ``{"fvu": [...], "l0": [...], "dead": [...]}`` per layer, their means ``mean_fvu``,
         ``mean_l0``, ``mean_dead``, and for the replacement model ``top1_agreement`` and
-        ``kl`` (mean KL(original || replacement) per token, in nats), ``n_tokens``.
+        ``kl`` (mean KL(original || replacement) per token, in nats), ``n_tokens``; and the
+        mean ``replacement_score`` / ``completeness_score`` of the graphs of ``graph_prompts``
+        (:func:`graph_scores`, at most ``max_feature_nodes`` feature rows each; None or ``()``
+        skips them), with each prompt's in ``graph_scores``.
 
     Example:
         >>> m = evaluate_transcoders(model, transcoders, ["Some held-out text ..."])  # doctest: +SKIP
@@ -115,6 +170,9 @@ def evaluate_transcoders(
         mean_dead=sum(result["dead"]) / len(result["dead"]),
         top1_agreement=agree / n, kl=kl_sum / n, n_tokens=n,
     )
+    if graph_prompts:
+        result.update(graph_scores(model, transcoders, graph_prompts,
+                                   max_feature_nodes=max_feature_nodes))
     return result
 
 

@@ -19,7 +19,7 @@ the exported transcoders (per-layer and cross-layer) and in ``reconstruct``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from tl_circuits.transcoders.activations import (
     topk_sparse,
     trainable_activation,
 )
+
+if TYPE_CHECKING:
+    from tl_circuits.training.comm import Comm
 
 
 class _Pass(NamedTuple):
@@ -52,6 +55,8 @@ class TranscoderStack(nn.Module):
     out_scale: torch.Tensor
     since_fired: torch.Tensor
     W_dec: nn.ParameterList
+    #: Set by :mod:`tl_circuits.training.distributed`: a data-parallel or feature-sharded run.
+    comm: Comm | None = None
 
     def __init__(
         self,
@@ -125,8 +130,10 @@ class TranscoderStack(nn.Module):
         run = self._run(x)
         recon, pre = run.recon, run.pre
         yn = y.to(self.W_enc.dtype) * self.out_scale[:, None, None]
-        per_layer_se = (recon - yn).pow(2).sum(-1).mean(-1)
-        var = (yn - yn.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)
+        # With data parallelism the means run over every rank's tokens, so the summed gradients
+        # are those of the global batch.
+        per_layer_se = self._token_mean((recon - yn).pow(2).sum(-1))
+        var = self._token_var(yn)
         fvu = per_layer_se / var.clamp_min(1e-12)
         loss = fvu.sum()
         aux_loss = torch.zeros(())
@@ -135,8 +142,27 @@ class TranscoderStack(nn.Module):
             loss = loss + aux_loss / 32
         if self.kind == "jumprelu":
             loss = loss + self.sparsity_coef * run.sparsity
-        return {"loss": loss, "fvu": fvu.detach(), "l0": run.l0.detach(), "aux": aux_loss.detach(),
+        fvu = fvu.detach()
+        if self.comm is not None and self.comm.data_parallel:
+            fvu = self.comm.all_sum(fvu.clone())
+        return {"loss": loss, "fvu": fvu, "l0": run.l0.detach(), "aux": aux_loss.detach(),
                 "fired": run.fired}
+
+    def _token_mean(self, t: Float[torch.Tensor, "L n"]) -> Float[torch.Tensor, " L"]:
+        """Mean over the tokens of the (global) batch; data parallel: this rank's share of it."""
+        if self.comm is not None and self.comm.data_parallel:
+            return t.sum(1) / (t.shape[1] * self.comm.world)
+        return t.mean(1)
+
+    def _token_var(self, t: Float[torch.Tensor, "L n d"]) -> Float[torch.Tensor, " L"]:
+        """Per-layer variance (summed over d) of constants over the tokens of the global batch."""
+        if self.comm is not None and self.comm.data_parallel:
+            t = t.detach().double()
+            stats = self.comm.all_sum(torch.cat([t.sum(1), t.pow(2).sum((1, 2))[:, None]], 1))
+            n = t.shape[1] * self.comm.world
+            mean, sq = stats[:, :-1] / n, stats[:, -1] / n
+            return (sq - mean.pow(2).sum(-1)).to(self.W_enc.dtype)
+        return (t - t.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)
 
     def reconstruct(self, x: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_out"]:
         """Every layer's reconstruction of its MLP output in raw units, ``y_hat_m`` of the module
@@ -155,13 +181,18 @@ class TranscoderStack(nn.Module):
             base = base + skip.to(xn.dtype)
         pre = self.pre_activations(xn)
         sparsity = torch.zeros(())
+        sharded = self.comm is not None and self.comm.feature_sharded
         if self.kind == "topk":
-            vals, idx = topk_sparse(pre, self.k)
-            live = vals > 0
-            fired = torch.zeros(L * self.d_sae, dtype=torch.bool)
+            if sharded:
+                assert self.comm is not None
+                vals, idx, live, l0 = self.comm.global_topk(pre, self.k)
+            else:
+                vals, idx = topk_sparse(pre, self.k)
+                live = vals > 0
+                l0 = live.to(xn.dtype).sum(-1).mean(-1)
+            fired = torch.zeros(L * self.d_sae, dtype=torch.bool, device=pre.device)
             fired[self._flat(idx)[live]] = True
             fired = fired.view(L, self.d_sae)
-            l0 = live.to(xn.dtype).sum(-1).mean(-1)
             if self.cross_layer:
                 outs = [F.embedding_bag(i, self.decoder(la), per_sample_weights=v, mode="sum")
                         for la, (i, v) in enumerate(zip(idx.unbind(0), vals.unbind(0), strict=True))]
@@ -172,12 +203,20 @@ class TranscoderStack(nn.Module):
             thr = self.log_threshold[:, None, :]
             acts = jumprelu_ste(pre, thr)
             fired = (acts > 0).any(1)
-            sparsity = step_ste(pre, thr).sum(-1).mean()
+            sparsity = self._token_mean(step_ste(pre, thr).sum(-1)).mean()
             l0 = (acts > 0).to(xn.dtype).sum(-1).mean(-1)
+            if sharded:  # each rank holds a slice of the features: sum the slices
+                assert self.comm is not None
+                sparsity = self.comm.sum_shards(sparsity)
+                l0 = self.comm.all_sum(l0.detach().clone())
             if self.cross_layer:
                 outs = [a @ self.decoder(la) for la, a in enumerate(acts.unbind(0))]
             else:
                 outs = torch.bmm(acts, self.W_dec_stacked)
+        if sharded:
+            assert self.comm is not None
+            return _Pass(base + self.comm.sum_shards(self._reconstruct(torch.zeros_like(base), outs)),
+                         pre, fired, l0, sparsity)
         return _Pass(self._reconstruct(base, outs), pre, fired, l0, sparsity)
 
     @torch.no_grad()
@@ -195,7 +234,7 @@ class TranscoderStack(nn.Module):
 
     def _flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Per-layer feature ids ``[L, ...]`` as rows of the stacked decoder ``[L * d_sae, d]``."""
-        offsets = torch.arange(idx.shape[0]) * self.d_sae
+        offsets = torch.arange(idx.shape[0], device=idx.device) * self.d_sae
         return idx + offsets.view(-1, *([1] * (idx.dim() - 1)))
 
     def _decode_topk(self, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
@@ -226,8 +265,8 @@ class TranscoderStack(nn.Module):
         masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
         vals, idx = masked.topk(min(aux_k, int(n_dead.max())), dim=-1, sorted=False)
         out = self._decode_topk(idx, vals.relu())
-        denom = (err - err.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1).clamp_min(1e-12)
-        per_layer = (out - err).pow(2).sum(-1).mean(-1) / denom
+        denom = self._token_var(err).clamp_min(1e-12)
+        per_layer = self._token_mean((out - err).pow(2).sum(-1)) / denom
         return per_layer[n_dead > 0].sum()
 
     @torch.no_grad()
