@@ -23,12 +23,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(params=["vmapped", "looped"])
+@pytest.fixture(params=["batched", "vmapped", "looped"])
 def backward(request, monkeypatch):
-    """Both backward strategies of the row engine: one pass vmapped over a chunk of read-outs, and
-    one pass per read-out (what long prompts and large chunks get, see ``engine.VMAP_BELOW``)."""
-    if request.param == "looped":
-        from tl_circuits.attribution import engine
+    """Every backward strategy of the row engine: the batched one (frozen patterns' products with
+    the read-outs as columns, on the chunk's causal prefix, in query blocks of 2 positions here so
+    that tiny prompts cross several blocks), and the reference ones (``engine.REFERENCE``): one
+    pass vmapped over a chunk of read-outs, and one pass per read-out (``engine.VMAP_BELOW``)."""
+    from tl_circuits.attribution import engine
+    from tl_circuits.replacement import frozen_attention
 
+    if request.param == "batched":
+        monkeypatch.setattr(frozen_attention, "_BLOCK", 2)
+    else:
+        monkeypatch.setattr(engine, "REFERENCE", True)
+    if request.param == "looped":
         monkeypatch.setattr(engine, "VMAP_BELOW", 0)
     return request.param

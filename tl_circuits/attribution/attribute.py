@@ -16,6 +16,7 @@ from ..hosts.base import Host
 from ..hosts.prompts import PromptLike
 from ..replacement import prepare, read_prompt, run_replacement
 from ..transcoders import Transcoders
+from . import engine as row_engine
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
 from .pool import choose_pool, fold_features, pool_size
@@ -132,7 +133,7 @@ def _attribute_job(
 ) -> dict[str, Any]:
     """The forward pass and all backward passes on ``host``: the graph's tensors, as a dict of
     tensors and plain values (it may run inside a remote nnsight trace and travel back)."""
-    state = run_replacement(host, transcoders, tokens)
+    state = run_replacement(host, transcoders, tokens, batched_patterns=not row_engine.REFERENCE)
     last = state.logits[0, -1].detach()
     if targets is None:
         target_list, vectors = default_targets(

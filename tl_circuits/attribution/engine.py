@@ -3,16 +3,25 @@
 Row ``t`` holds the direct effects on node ``t``: ``A[t, s] = < v_s , d h_t / d y(site_s) >``
 where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writes at its site
 ``y(site_s)``. The forward pass holds one copy of the prompt; rows come in chunks of up to ``batch``
-read-outs. For short prompts one backward pass is vmapped over the chunk
-(``torch.autograd.grad(..., is_grads_batched=True)``); for long ones (and large chunks) each
-read-out gets its own backward pass and is contracted before the next, because the vmapped pass
-copies every frozen attention pattern per read-out (``VMAP_BELOW``). The gradients at the write
-sites are contracted with every source's write vector.
+read-outs, and each chunk is one backward pass vmapped over its read-outs
+(``torch.func.vmap`` over ``torch.autograd.grad``). The frozen attention products take the
+backward pass of :mod:`tl_circuits.replacement.frozen_attention`: the read-outs become columns of
+one product with each pattern (no copy of it), and the pass runs on the chunk's causal prefix only
+(positions up to its last read-out; chunks hold rows sorted by layer and position). The gradients
+at the write sites are contracted with every source's write vector.
+
+Where some pattern does not take that road (a host whose attention multiplies it otherwise, a
+remote trace) or with :data:`REFERENCE`, the straightforward passes are used: vmapped
+(``is_grads_batched``) for short prompts, one per read-out from ``VMAP_BELOW`` on, since
+PyTorch's batching rule copies every frozen pattern once per read-out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from jaxtyping import Float, Int
@@ -29,6 +38,10 @@ from .layout import NodeLayout
 #: 0.95 at 64 and 96, 0.54 at 128; chunks of 64: 0.65 at 64. Below the threshold vmap wins (up
 #: to 2.4x at 16 positions) or the two are within 5%.
 VMAP_BELOW = 2**18
+
+#: True: the straightforward backward passes (plain detached patterns, no prefix), the reference
+#: the batched ones are tested against (graphs equal to float64 round-off).
+REFERENCE = False
 
 
 @dataclass
@@ -57,7 +70,9 @@ class RowEngine:
         if int(state.logits.shape[0]) != 1:
             raise ValueError("RowEngine vmaps its backward passes over one forward copy (batch 1)")
         self.batch = batch
-        self.vmapped = batch * layout.n_pos**2 < VMAP_BELOW
+        #: every frozen pattern takes the batched backward pass (and the prefix limit)
+        self.fast = state.patterns is not None and state.patterns.all_routed and not REFERENCE
+        self.vmapped = self.fast or batch * layout.n_pos**2 < VMAP_BELOW
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
@@ -115,13 +130,35 @@ class RowEngine:
                     rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
         return rows
 
+    @contextlib.contextmanager
+    def _prefix(self, reads: ReadOuts) -> Iterator[None]:
+        """The frozen patterns' backward passes stop after the last read-out's position."""
+        scope = self.state.patterns
+        if not self.fast or scope is None:
+            yield
+            return
+        scope.limit = max(reads.pos) + 1
+        try:
+            yield
+        finally:
+            scope.limit = None
+
     def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
         """Gradients of the read-outs at every write site and at the embeddings (None where no
         read-out reaches): one backward pass, vmapped over the read-outs when there are several."""
         state = self.state
         assert state.embed is not None
-        inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
+        with self._prefix(reads):
+            return self._gradients_in_scope(reads)
+
+    def _gradients_in_scope(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
+        state = self.state
+        assert state.embed is not None
         n = len(reads.pos)
+        # Writes at or above the highest read-out's layer cannot reach it.
+        top = max(self.n_layers if la is None else la for la in reads.layer)
+        inputs = [state.writes[m] for m in range(top)] + [state.embed]
+        none: list[Float[torch.Tensor, "b pos d"] | None] = [None] * (self.n_layers - top)
         outputs, grad_outputs = [], []
         for site in sorted(set(reads.layer), key=lambda la: -1 if la is None else la):
             tensor = state.resid_final if site is None else state.x_in[site]
@@ -132,13 +169,21 @@ class RowEngine:
             outputs.append(tensor)
             grad_outputs.append(seed)
         if n == 1:  # the forward pass has batch 1: the seed is already shaped like the tensor read
-            return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
-                                            allow_unused=True))
-        grads = torch.autograd.grad(
-            outputs, inputs, [g.unsqueeze(1) for g in grad_outputs], retain_graph=True,
-            allow_unused=True, is_grads_batched=True,
-        )
-        return [None if g is None else g[:, 0] for g in grads]
+            grads = list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                             allow_unused=True))
+            return grads[:-1] + none + grads[-1:]
+        seeds = [g.unsqueeze(1) for g in grad_outputs]
+        if self.fast:
+            def one(*seed: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return torch.autograd.grad(outputs, inputs, seed, retain_graph=True,
+                                           materialize_grads=True)
+
+            batched = list(torch.func.vmap(one)(*seeds))
+        else:
+            batched = list(torch.autograd.grad(outputs, inputs, seeds, retain_graph=True,
+                                               allow_unused=True, is_grads_batched=True))
+        grads = [None if g is None else g[:, 0] for g in batched]
+        return grads[:-1] + none + grads[-1:]
 
 
 @dataclass

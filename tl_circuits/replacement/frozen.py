@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from ..hosts.base import HookFn, Host
 from ..hosts.base import freeze as freeze_hook
 from ..transcoders import Transcoders
+from .frozen_attention import PatternScope, frozen_pattern_hook
 from .splice import error_term
 
 
@@ -35,6 +36,8 @@ class ReplacementState:
     ``x_in`` / ``writes`` / ``embed`` / ``resid_final`` stay in the autograd graph; ``acts``,
     ``errors`` and ``mlp_out`` are constants read off the first copy. ``frozen`` holds the values
     at the freeze sites (attention patterns, norm scales), kept by :func:`clean_run` only.
+    ``patterns`` is shared with the frozen attention products (:mod:`.frozen_attention`) when
+    :func:`run_replacement` routes them through the batched backward pass.
     """
 
     logits: Float[torch.Tensor, "batch pos d_vocab"]
@@ -46,6 +49,7 @@ class ReplacementState:
     errors: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     mlp_out: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)
+    patterns: PatternScope | None = None
 
 
 @contextlib.contextmanager
@@ -56,17 +60,24 @@ def replacement_hooks(
     *,
     freeze: bool = True,
     keep_frozen: bool = False,
+    patterns: PatternScope | None = None,
 ) -> Iterator[None]:
     """Hooks that freeze, splice and record into ``state`` during one forward pass.
 
     The embedding becomes a leaf that requires grad; each MLP output becomes
     ``y.detach() + (skip(x) - skip(x).detach())``: the same value, a constant to autograd except
-    through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``.
+    through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``;
+    with ``patterns`` the attention patterns are frozen by :func:`.frozen_pattern_hook`.
     """
     hooks: list[tuple[str, HookFn]] = []
     if freeze:
-        hooks += [(name, _keep(state.frozen, name) if keep_frozen else freeze_hook)
-                  for name in host.freeze_hook_names()]
+        for name in host.freeze_hook_names():
+            if keep_frozen:
+                hooks.append((name, _keep(state.frozen, name)))
+            elif patterns is not None and name.endswith("hook_pattern"):
+                hooks.append((name, frozen_pattern_hook(patterns)))
+            else:
+                hooks.append((name, freeze_hook))
 
     def embed_hook(x: torch.Tensor) -> torch.Tensor:
         leaf = x.detach().requires_grad_(True)
@@ -94,11 +105,15 @@ def run_replacement(
     tokens: Int[torch.Tensor, " pos"],
     *,
     batch: int = 1,
+    batched_patterns: bool = True,
 ) -> ReplacementState:
-    """One forward pass of the replacement model over ``batch`` copies of ``tokens``."""
+    """One forward pass of the replacement model over ``batch`` copies of ``tokens``;
+    ``batched_patterns``: frozen attention products take :mod:`.frozen_attention`'s backward
+    pass (False: plain detached patterns, the reference)."""
     state = ReplacementState(logits=torch.empty(0, 0, 0))
+    state.patterns = PatternScope() if batched_patterns else None
     batched = tokens.to(host.device).unsqueeze(0).expand(batch, -1)
-    with torch.enable_grad(), replacement_hooks(host, transcoders, state):
+    with torch.enable_grad(), replacement_hooks(host, transcoders, state, patterns=state.patterns):
         state.logits = host.forward(batched)
     return state
 
