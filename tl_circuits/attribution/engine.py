@@ -107,8 +107,10 @@ class RowEngine:
         assert state.embed is not None and state.resid_final is not None
         n = len(reads.pos)
         grads = self._gradients(reads)
-        g_write = list(grads[:-1])
-        g_embed = grads[-1]
+        # Gradients are zero past the prefix the read-outs reach: contract the prefix only.
+        end = self._limit(reads) or layout.n_pos
+        g_write = [None if g is None else g[:, :end] for g in grads[:-1]]
+        g_embed = None if grads[-1] is None else grads[-1][:, :end]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
         for layer in self.transcoders.layers:
             per_out = self.writes[layer] if self.writes is not None else self._layer_writes(layer)
@@ -116,28 +118,39 @@ class RowEngine:
             for out_layer, padded in per_out.items():
                 g = g_write[out_layer]
                 if g is not None:
-                    rows[:, sl] += padded.contract(g)
+                    got = padded.contract(g)
+                    rows[:, sl.start : sl.start + got.shape[1]] += got
         start = layout.start
         for m, g in enumerate(g_write):
-            if g is not None:
-                rows[:, layout.error_slice(m)] = (g[:, start:] * self.errors[m][start:]).sum(-1)
-        tok = slice(layout.token_offset, layout.target_offset)
+            if g is not None and end > start:
+                lo = layout.error_slice(m).start
+                rows[:, lo : lo + end - start] = (g[:, start:] * self.errors[m][start:end]).sum(-1)
+        tok = layout.token_offset
         if g_embed is not None:
-            rows[:, tok] = (g_embed * state.embed[0].detach()).sum(-1)
+            rows[:, tok : tok + end] = (g_embed * state.embed[0, :end].detach()).sum(-1)
         if start == 1:
             for m, g in enumerate(g_write):
                 if g is not None:
-                    rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
+                    rows[:, tok] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
         return rows
+
+    def _limit(self, reads: ReadOuts) -> int | None:
+        """Positions the read-outs can reach (causal attention: up to the last read-out's), or
+        None for all of them (the reference path, or a pattern that is not causal)."""
+        scope = self.state.patterns
+        if not self.fast or scope is None or not scope.causal:
+            return None
+        return max(reads.pos) + 1
 
     @contextlib.contextmanager
     def _prefix(self, reads: ReadOuts) -> Iterator[None]:
         """The frozen patterns' backward passes stop after the last read-out's position."""
         scope = self.state.patterns
-        if not self.fast or scope is None:
+        limit = self._limit(reads)
+        if limit is None or scope is None:
             yield
             return
-        scope.limit = max(reads.pos) + 1
+        scope.limit = limit
         try:
             yield
         finally:
@@ -214,11 +227,18 @@ class PaddedWrites:
         padded[slot] = vecs
         return cls(padded.view(positions.numel(), width, -1), positions.to(vecs.device), slot)
 
-    def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b n"]:
-        """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions."""
-        g = grad[:, self.positions].transpose(0, 1)  # rows b d
-        per_pos = torch.bmm(g, self.vecs.transpose(1, 2))  # rows b width
-        return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot]
+    def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b m"]:
+        """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions, for
+        the first ``m`` features: those at positions below ``grad.shape[1]`` (features sort by
+        position, so they come first; the rest read zero gradients)."""
+        n_rows = int(torch.searchsorted(self.positions, grad.shape[1]))
+        if n_rows == self.positions.numel():
+            m = self.slot.numel()
+        else:  # the first feature in row n_rows is the first one left out
+            m = int(torch.searchsorted(self.slot, n_rows * self.vecs.shape[1]))
+        g = grad[:, self.positions[:n_rows]].transpose(0, 1)  # rows b d
+        per_pos = torch.bmm(g, self.vecs[:n_rows].transpose(1, 2))  # rows b width
+        return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot[:m]]
 
 
 def target_reads(

@@ -12,7 +12,7 @@ pattern in the forward pass):
 - a read-out at position ``p`` has gradients only at positions ``<= p``, so while the engine's
   :class:`PatternScope` says the read-outs stop at ``limit`` the product runs on ``P[:limit,
   :limit]`` (rows grouped by prefix, :mod:`tl_circuits.attribution.engine`);
-- ``P^T`` is upper triangular: the product skips its zero blocks (query blocks of 256).
+- ``P^T`` is upper triangular: the product skips its zero blocks (key blocks of 256).
 
 The freeze hook (:func:`frozen_pattern_hook`) returns the detached pattern as a
 :class:`FrozenPattern`, a tensor subclass whose only difference is that ``pattern @ v`` (``@``,
@@ -32,7 +32,7 @@ from jaxtyping import Float
 
 from ..hosts.base import HookFn
 
-#: Query positions per block of the triangular product (blocks above the diagonal are skipped).
+#: Key positions per block of the triangular product (blocks above the diagonal are skipped).
 _BLOCK = 256
 
 
@@ -42,30 +42,39 @@ class PatternScope:
 
     ``limit``: the read-outs of the backward pass now running stop before this position (None:
     the whole prompt); ``frozen`` / ``routed``: patterns frozen, and products that went through
-    :class:`FrozenProduct` (equal when every pattern takes the batched backward).
+    :class:`FrozenProduct` (equal when every pattern takes the batched backward); ``noncausal``:
+    routed patterns with weight above the diagonal (the prefix limit does not apply to them).
     """
 
     limit: int | None = None
     frozen: int = 0
     routed: int = 0
+    noncausal: int = 0
 
     @property
     def all_routed(self) -> bool:
         return self.frozen > 0 and self.routed == self.frozen
 
+    @property
+    def causal(self) -> bool:
+        """Every routed pattern is causal: a read-out at position p reaches positions <= p only."""
+        return self.all_routed and self.noncausal == 0
+
 
 def _vjp(pattern: torch.Tensor, grad: torch.Tensor, limit: int, causal: bool) -> torch.Tensor:
     """``P^T @ grad`` over ``[..., q, k] x [..., q, c] -> [..., k, c]``; with ``causal`` only the
-    first ``limit`` positions and the blocks on or below the diagonal."""
+    first ``limit`` positions, and per block of keys only the queries at or after it."""
     n = pattern.shape[-1]
     if not causal:
         return pattern.transpose(-1, -2) @ grad
     limit = min(limit, n)
-    out = grad.new_zeros(*grad.shape[:-2], n, grad.shape[-1])
+    out = grad.new_empty(*grad.shape[:-2], n, grad.shape[-1])
+    out[..., limit:, :] = 0
     for lo in range(0, limit, _BLOCK):
         hi = min(lo + _BLOCK, limit)
-        # queries lo..hi see keys 0..hi only
-        out[..., :hi, :] += pattern[..., lo:hi, :hi].transpose(-1, -2) @ grad[..., lo:hi, :]
+        # keys lo..hi are seen by queries lo..limit only
+        torch.matmul(pattern[..., lo:limit, lo:hi].transpose(-1, -2), grad[..., lo:limit, :],
+                     out=out[..., lo:hi, :])
     return out
 
 
@@ -104,6 +113,7 @@ class FrozenProduct(torch.autograd.Function):
         ctx.scope = scope
         n = pattern.shape[-1]
         ctx.causal = pattern.shape[-2] == n and not bool(torch.triu(pattern, 1).any())
+        scope.noncausal += not ctx.causal
         ctx.save_for_backward(pattern)
         return pattern @ v
 
