@@ -18,10 +18,9 @@ PyTorch's batching rule copies every frozen pattern once per read-out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
