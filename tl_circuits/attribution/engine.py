@@ -167,8 +167,9 @@ class RowEngine:
         state = self.state
         assert state.embed is not None
         n = len(reads.pos)
-        # Writes at or above the highest read-out's layer cannot reach it.
-        top = max(self.n_layers if la is None else la for la in reads.layer)
+        # Writes above the highest read-out's layer cannot reach it.
+        top = max(self.n_layers if la is None else la + 1 for la in reads.layer)
+        top = min(top, self.n_layers)
         inputs = [state.writes[m] for m in range(top)] + [state.embed]
         none: list[Float[torch.Tensor, "b pos d"] | None] = [None] * (self.n_layers - top)
         outputs, grad_outputs = [], []
