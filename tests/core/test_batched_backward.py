@@ -41,6 +41,10 @@ def test_pattern_vjp_equals_the_transposed_product_vmapped_and_not(causal, limit
     assert float((batched - expected).abs().max()) < 1e-14
     if causal:
         assert torch.all(batched[..., limit:, :] == 0)
+    # batched patterns too (not the engine's case): one product per read-out
+    patterns = torch.stack([pattern, pattern.flip(0)])
+    both = torch.func.vmap(lambda p, g: frozen_pattern_vjp(p, g, limit, causal))(patterns, grads[:2])
+    assert float((both - patterns.transpose(-1, -2) @ grads[:2]).abs().max()) < 1e-14
 
 
 @pytest.mark.parametrize("family", FAMILIES)
