@@ -80,10 +80,14 @@ def _assert_equal_graphs(fast, ref):
     assert err <= 1e-12, f"max relative difference {err:.3g}"
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_batched_graph_equals_reference_float64(family, monkeypatch):
-    """All rows (chunks spanning layers and positions), then a budget with a feature pool (the
-    pool pass reads every target at once; the chosen rows sit at many positions)."""
+def test_batched_graph_equals_reference_float64(family, grouped, monkeypatch):
+    """All rows (chunks spanning layers and positions, or grouped by layer as long prompts get
+    them), then a budget with a feature pool (the pool pass reads every target at once; the
+    chosen rows sit at many positions)."""
+    if grouped:
+        monkeypatch.setattr(engine, "GROUP_FROM", len(LONG_PROMPT))
     model = tiny_model(family, seed=7)
     transcoders = tiny_set("jumprelu_skip", seed=3)
     fast, ref = _both(model, transcoders, monkeypatch, batch_size=5)
@@ -102,6 +106,7 @@ def test_every_host_routes_its_patterns_and_matches_the_reference(kind, tmp_path
     from tests.core.tiny import tiny_transcoder
     from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
 
+    monkeypatch.setattr(engine, "GROUP_FROM", 0 if kind.startswith("bridge") else 10**6)
     model = on_host(kind, hf_model("llama", seed=2), tmp_path)
     transcoders = tc.TranscoderSet([
         tiny_transcoder(la, "jumprelu_skip", hook_in="blocks.{l}.ln2.hook_normalized", seed=la)

@@ -38,6 +38,13 @@ from .layout import NodeLayout
 #: to 2.4x at 16 positions) or the two are within 5%.
 VMAP_BELOW = 2**18
 
+#: From this many positions on, the batched path puts only read-outs of one layer in a chunk
+#: (sorted by position): a chunk's backward pass costs each read-out its deepest layer and last
+#: position, which outweighs what batching saves once the prompt is long. Measured on SmolLM2
+#: (benchmarks/backward.py, 32 random rows in chunks of 16 across layers): batched / reference
+#: time per row 0.53 at 128 positions, 1.12 at 512.
+GROUP_FROM = 256
+
 #: True: the straightforward backward passes (plain detached patterns, no prefix), the reference
 #: the batched ones are tested against (graphs equal to float64 round-off).
 REFERENCE = False
@@ -90,16 +97,33 @@ class RowEngine:
         }
 
     def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
-        """Adjacency rows for the read-outs, in chunks of at most ``batch``."""
-        out = []
-        step = self.batch if self.vmapped else 1
-        for lo in range(0, len(reads.pos), step):
-            hi = min(lo + step, len(reads.pos))
-            chunk = ReadOuts(reads.layer[lo:hi], reads.pos[lo:hi], reads.vectors[lo:hi])
-            out.append(self._chunk_rows(chunk))
-        if not out:
-            return torch.zeros(0, self.layout.n_nodes, dtype=self.state.logits.dtype)
-        return torch.cat(out)
+        """Adjacency rows for the read-outs (in their order), in chunks of at most ``batch``."""
+        out = torch.empty(len(reads.pos), self.layout.n_nodes, dtype=self.state.logits.dtype,
+                          device=self.state.logits.device)
+        for idx in self._chunks(reads):
+            chunk = ReadOuts([reads.layer[i] for i in idx], [reads.pos[i] for i in idx],
+                             reads.vectors[torch.tensor(idx, device=reads.vectors.device)])
+            out[torch.tensor(idx, device=out.device)] = self._chunk_rows(chunk)
+        return out
+
+    def _chunks(self, reads: ReadOuts) -> list[list[int]]:
+        """Which read-outs share a backward pass. A vmapped pass costs every read-out as much as
+        the chunk's deepest layer and last position, so from ``GROUP_FROM`` positions on the
+        batched path groups read-outs of one layer (sorted by position, so each chunk's causal
+        prefix is short where it can be); below it, and on the reference path, they go in order,
+        ``batch`` at a time (one at a time on a reference path that is not vmapped)."""
+        n = len(reads.pos)
+        if not self.fast or self.layout.n_pos < GROUP_FROM:
+            step = self.batch if self.vmapped else 1
+            return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
+        key = [(self.n_layers if la is None else la, p) for la, p in zip(reads.layer, reads.pos, strict=True)]
+        chunks: list[list[int]] = []
+        for i in sorted(range(n), key=key.__getitem__):
+            if chunks and len(chunks[-1]) < self.batch and key[chunks[-1][0]][0] == key[i][0]:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        return chunks
 
     def _chunk_rows(self, reads: ReadOuts) -> Float[torch.Tensor, "b n_nodes"]:
         state, layout = self.state, self.layout
