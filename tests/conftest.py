@@ -23,7 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(params=["batched", "grouped", "vmapped", "looped"])
+@pytest.fixture(params=["batched", "grouped", pytest.param("vmapped", marks=pytest.mark.slow), "looped"])
 def backward(request, monkeypatch):
     """Every backward strategy of the row engine: the batched one (frozen patterns' products with
     the read-outs as columns, on the chunk's causal prefix, in key blocks of 2 positions here so

@@ -101,7 +101,8 @@ def test_batched_graph_equals_reference_float64(family, grouped, monkeypatch):
     _assert_equal_graphs(fast, ref)
 
 
-@pytest.mark.parametrize("kind", ["hf", "nnsight", "bridge", "bridge_compat"])
+@pytest.mark.parametrize("kind", ["hf", "bridge", pytest.param("nnsight", marks=pytest.mark.slow),
+                                  pytest.param("bridge_compat", marks=pytest.mark.slow)])
 def test_every_host_routes_its_patterns_and_matches_the_reference(kind, tmp_path, monkeypatch):
     from tests.core.tiny import tiny_transcoder
     from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
