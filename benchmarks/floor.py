@@ -15,7 +15,7 @@ import torch
 from _setup import attribution_parser, bos_prompt, smollm2_or_random, summary, timed
 
 import tl_circuits as tc
-from tl_circuits.attribution.engine import feature_reads, target_reads
+from tl_circuits.attribution.engine import ReadOuts, RowEngine, feature_reads, target_reads
 from tl_circuits.attribution.layout import build_layout
 from tl_circuits.hosts import as_host
 from tl_circuits.replacement import run_replacement
@@ -23,7 +23,8 @@ from tl_circuits.replacement import run_replacement
 
 def floor(model, transcoders, tokens: list[int], graph: tc.Graph, batch_size: int,
           sort_all: bool = False) -> None:
-    """The forward pass and ceil(rows / batch) vmapped backward passes to the write sites.
+    """The forward pass and ceil(rows / batch) backward passes to the write sites, as the row
+    engine runs them.
 
     The batches are the ones attribution ran (``graph.rows_computed`` is in computation order),
     or, with ``sort_all``, all feature rows sorted by layer: the cheapest order possible, which
@@ -42,20 +43,13 @@ def floor(model, transcoders, tokens: list[int], graph: tc.Graph, batch_size: in
         feats = feats.sort().values
     for lo in range(0, feats.numel(), batch_size):
         reads.append(feature_reads(layout, transcoders, feats[lo : lo + batch_size]))
-    inputs = [state.writes[m] for m in range(host.n_layers)] + [state.embed]
+    # The engine's own backward passes (batched frozen-attention products on the chunk's causal
+    # prefix), without its edge assembly: RowEngine._gradients per chunk.
+    engine = RowEngine(state, layout, transcoders, batch_size, keep_writes=False)
     for r in reads:
         for lo in range(0, len(r.pos), batch_size):
-            outs, gos = [], []
-            for site in {la for la in r.layer[lo : lo + batch_size]}:
-                t = state.resid_final if site is None else state.x_in[site]
-                g = t.new_zeros(min(batch_size, len(r.pos) - lo), *t.shape)
-                for b in range(g.shape[0]):
-                    if r.layer[lo + b] == site:
-                        g[b, 0, r.pos[lo + b]] = r.vectors[lo + b]
-                outs.append(t)
-                gos.append(g)
-            torch.autograd.grad(outs, inputs, gos, retain_graph=True, allow_unused=True,
-                                is_grads_batched=True)
+            hi = lo + batch_size
+            engine._gradients(ReadOuts(r.layer[lo:hi], r.pos[lo:hi], r.vectors[lo:hi]))
 
 
 def main() -> None:

@@ -7,7 +7,10 @@ default; random TopK ones with ``random``), or a small random HookedTransformer 
 
 The baseline is the same run with every active feature kept as a node (``feature_pool`` as large
 as the number of active features, what tl_circuits did before feature pools): for lengths up to
-``--baseline-up-to`` both run and the table prints pooled / baseline ratios. ``--plot`` draws
+``--baseline-up-to`` both run and the table prints pooled / baseline ratios. With ``--reference``
+the baseline is instead the same pooled run with the straightforward backward passes
+(``tl_circuits.attribution.engine.REFERENCE``: no batched frozen-attention products, no causal
+prefix), so the ratios are those of the batched backward pass. ``--plot`` draws
 docs/images/long_prompt.png.
 
     python benchmarks/prune_scaling.py --lengths 16 64 256 1024 2048 --max-feature-nodes 256 \\
@@ -46,7 +49,9 @@ def build(kind: str, transcoders: str):
 
 def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     import tl_circuits as tc
+    from tl_circuits.attribution import engine
 
+    engine.REFERENCE = args.reference_run
     model, transcoders, what, prompt = build(args.model, args.transcoders)
     tokens = prompt(model, length)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -65,14 +70,15 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     }
 
 
-def run(length: int, args: argparse.Namespace, pool: int | None) -> dict:
+def run(length: int, args: argparse.Namespace, pool: int | None, reference: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--one", str(length), "--model", args.model,
            "--transcoders", args.transcoders, "--max-feature-nodes", str(args.max_feature_nodes),
            "--batch-size", str(args.batch_size)] + ([] if pool is None else ["--pool", str(pool)])
     cmd += ["--progress"] if args.progress else []
+    cmd += ["--reference-run"] if reference else []
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    print(f"  {length} tokens, pool {pool or 'default'}: attribute {result['attribute_s']:.1f}s "
+    print(f"  {length} tokens, pool {pool or 'default'}{' (reference backward)' * reference}: attribute {result['attribute_s']:.1f}s "
           f"prune {result['prune_s']:.2f}s peak {result['peak_mb']:.0f} MB", flush=True)
     return result
 
@@ -87,6 +93,9 @@ def main() -> None:
     parser.add_argument("--baseline-up-to", type=int, default=128)
     parser.add_argument("--plot", action="store_true")
     parser.add_argument("--progress", action="store_true", help="show each run's progress bars")
+    parser.add_argument("--reference", action="store_true",
+                        help="baseline: the straightforward backward passes, not every feature kept")
+    parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,7 +105,8 @@ def main() -> None:
     rows = []
     for length in sorted(args.lengths):
         pooled = run(length, args, None)
-        base = run(length, args, EVERY_FEATURE) if length <= args.baseline_up_to else None
+        base = (None if length > args.baseline_up_to else
+                run(length, args, None, reference=True) if args.reference else run(length, args, EVERY_FEATURE))
         rows.append((pooled, base))
     print(f"\n{rows[0][0]['what']}; max_feature_nodes={args.max_feature_nodes}, "
           f"batch_size={args.batch_size}; peak = whole process (model alone: "

@@ -23,12 +23,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(params=["vmapped", "looped"])
+@pytest.fixture(params=["batched", "grouped", pytest.param("vmapped", marks=pytest.mark.slow), "looped"])
 def backward(request, monkeypatch):
-    """Both backward strategies of the row engine: one pass vmapped over a chunk of read-outs, and
-    one pass per read-out (what long prompts and large chunks get, see ``engine.VMAP_BELOW``)."""
-    if request.param == "looped":
-        from tl_circuits.attribution import engine
+    """Every backward strategy of the row engine: the batched one (frozen patterns' products with
+    the read-outs as columns, on the chunk's causal prefix, in key blocks of 2 positions here so
+    that tiny prompts cross several blocks), with chunks in order or grouped by layer
+    (``engine.GROUP_FROM``), and the reference ones (``engine.REFERENCE``): one
+    pass vmapped over a chunk of read-outs, and one pass per read-out (``engine.VMAP_BELOW``)."""
+    from tl_circuits.attribution import engine
+    from tl_circuits.replacement import frozen_attention
 
+    if request.param in ("batched", "grouped"):
+        monkeypatch.setattr(frozen_attention, "_BLOCK", 2)
+    if request.param == "grouped":  # chunks of one layer, as long prompts get them
+        monkeypatch.setattr(engine, "GROUP_FROM", 0)
+    else:
+        monkeypatch.setattr(engine, "REFERENCE", True)
+    if request.param == "looped":
         monkeypatch.setattr(engine, "VMAP_BELOW", 0)
     return request.param

@@ -16,6 +16,7 @@ from ..hosts.base import Host
 from ..hosts.prompts import PromptLike
 from ..replacement import prepare, read_prompt, run_replacement
 from ..transcoders import Transcoders
+from . import engine as row_engine
 from .engine import RowEngine, feature_reads, target_reads
 from .layout import build_layout
 from .pool import choose_pool, fold_features, pool_size
@@ -64,11 +65,11 @@ def attribute(
             and the other active features fold into the error node at their layer and position
             (the graph stays exact; see docs/graphs.md). Default ``max(8 * max_feature_nodes,
             8192)``; it only matters when more features are active than that.
-        batch_size: read-outs per backward pass on short prompts (one forward pass; the
-            backward pass is vmapped over them) while ``batch_size * positions**2 < 2**18``
-            (e.g. 32 read-outs under 91 tokens, 4 under 256). Beyond that each read-out gets
-            its own backward pass, which is faster there (docs/performance.md), and
-            ``batch_size`` only sets how many rows make a step of the ranking and progress bar.
+        batch_size: read-outs per backward pass (one forward pass; the backward pass is vmapped
+            over them, and the frozen attention patterns multiply all of them at once, on the
+            causal prefix the batch reaches). It also sets how many rows make a step of the
+            ranking and the progress bar. Memory grows with it on long prompts (the gradients
+            at every layer: ``batch_size x positions x d_model`` each); docs/performance.md.
         update_interval: under a node budget, batches of rows between influence re-rankings.
         progress: show a tqdm bar over the backward passes (not shown for remote runs).
         remote: nnsight models only: run the whole attribution (forward and backward passes)
@@ -146,7 +147,7 @@ def _attribute_job(
 ) -> dict[str, Any]:
     """The forward pass and all backward passes on ``host``: the graph's tensors, as a dict of
     tensors and plain values (it may run inside a remote nnsight trace and travel back)."""
-    state = run_replacement(host, transcoders, tokens)
+    state = run_replacement(host, transcoders, tokens, batched_patterns=not row_engine.REFERENCE)
     last = state.logits[0, -1].detach()
     if targets is None:
         target_list, vectors = default_targets(

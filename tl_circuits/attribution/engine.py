@@ -3,15 +3,23 @@
 Row ``t`` holds the direct effects on node ``t``: ``A[t, s] = < v_s , d h_t / d y(site_s) >``
 where ``h_t`` is the target's linear read-out and ``v_s`` what source ``s`` writes at its site
 ``y(site_s)``. The forward pass holds one copy of the prompt; rows come in chunks of up to ``batch``
-read-outs. For short prompts one backward pass is vmapped over the chunk
-(``torch.autograd.grad(..., is_grads_batched=True)``); for long ones (and large chunks) each
-read-out gets its own backward pass and is contracted before the next, because the vmapped pass
-copies every frozen attention pattern per read-out (``VMAP_BELOW``). The gradients at the write
-sites are contracted with every source's write vector.
+read-outs, and each chunk is one backward pass vmapped over its read-outs
+(``torch.func.vmap`` over ``torch.autograd.grad``). The frozen attention products take the
+backward pass of :mod:`tl_circuits.replacement.frozen_attention`: the read-outs become columns of
+one product with each pattern (no copy of it), and the pass runs on the chunk's causal prefix only
+(positions up to its last read-out; chunks hold rows sorted by layer and position). The gradients
+at the write sites are contracted with every source's write vector.
+
+Where some pattern does not take that road (a host whose attention multiplies it otherwise, a
+remote trace) or with :data:`REFERENCE`, the straightforward passes are used: vmapped
+(``is_grads_batched``) for short prompts, one per read-out from ``VMAP_BELOW`` on, since
+PyTorch's batching rule copies every frozen pattern once per read-out.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +37,17 @@ from .layout import NodeLayout
 #: 0.95 at 64 and 96, 0.54 at 128; chunks of 64: 0.65 at 64. Below the threshold vmap wins (up
 #: to 2.4x at 16 positions) or the two are within 5%.
 VMAP_BELOW = 2**18
+
+#: From this many positions on, the batched path puts only read-outs of one layer in a chunk
+#: (sorted by position): a chunk's backward pass costs each read-out its deepest layer and last
+#: position, which outweighs what batching saves once the prompt is long. Measured on SmolLM2
+#: (benchmarks/backward.py, 32 random rows, chunks of 16): batched / reference time per row with
+#: chunks across layers 0.53 at 128 positions, 1.12 at 512; grouped by layer 0.40 at 512.
+GROUP_FROM = 256
+
+#: True: the straightforward backward passes (plain detached patterns, no prefix), the reference
+#: the batched ones are tested against (graphs equal to float64 round-off).
+REFERENCE = False
 
 
 @dataclass
@@ -57,7 +76,9 @@ class RowEngine:
         if int(state.logits.shape[0]) != 1:
             raise ValueError("RowEngine vmaps its backward passes over one forward copy (batch 1)")
         self.batch = batch
-        self.vmapped = batch * layout.n_pos**2 < VMAP_BELOW
+        #: every frozen pattern takes the batched backward pass (and the prefix limit)
+        self.fast = state.patterns is not None and state.patterns.all_routed and not REFERENCE
+        self.vmapped = self.fast or batch * layout.n_pos**2 < VMAP_BELOW
         self.n_layers = layout.n_layers
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
@@ -76,24 +97,43 @@ class RowEngine:
         }
 
     def rows(self, reads: ReadOuts) -> Float[torch.Tensor, "n n_nodes"]:
-        """Adjacency rows for the read-outs, in chunks of at most ``batch``."""
-        out = []
-        step = self.batch if self.vmapped else 1
-        for lo in range(0, len(reads.pos), step):
-            hi = min(lo + step, len(reads.pos))
-            chunk = ReadOuts(reads.layer[lo:hi], reads.pos[lo:hi], reads.vectors[lo:hi])
-            out.append(self._chunk_rows(chunk))
-        if not out:
-            return torch.zeros(0, self.layout.n_nodes, dtype=self.state.logits.dtype)
-        return torch.cat(out)
+        """Adjacency rows for the read-outs (in their order), in chunks of at most ``batch``."""
+        out = torch.empty(len(reads.pos), self.layout.n_nodes, dtype=self.state.logits.dtype,
+                          device=self.state.logits.device)
+        for idx in self._chunks(reads):
+            chunk = ReadOuts([reads.layer[i] for i in idx], [reads.pos[i] for i in idx],
+                             reads.vectors[torch.tensor(idx, device=reads.vectors.device)])
+            out[torch.tensor(idx, device=out.device)] = self._chunk_rows(chunk)
+        return out
+
+    def _chunks(self, reads: ReadOuts) -> list[list[int]]:
+        """Which read-outs share a backward pass. A vmapped pass costs every read-out as much as
+        the chunk's deepest layer and last position, so from ``GROUP_FROM`` positions on the
+        batched path groups read-outs of one layer (sorted by position, so each chunk's causal
+        prefix is short where it can be); below it, and on the reference path, they go in order,
+        ``batch`` at a time (one at a time on a reference path that is not vmapped)."""
+        n = len(reads.pos)
+        if not self.fast or self.layout.n_pos < GROUP_FROM:
+            step = self.batch if self.vmapped else 1
+            return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
+        key = [(self.n_layers if la is None else la, p) for la, p in zip(reads.layer, reads.pos, strict=True)]
+        chunks: list[list[int]] = []
+        for i in sorted(range(n), key=key.__getitem__):
+            if chunks and len(chunks[-1]) < self.batch and key[chunks[-1][0]][0] == key[i][0]:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        return chunks
 
     def _chunk_rows(self, reads: ReadOuts) -> Float[torch.Tensor, "b n_nodes"]:
         state, layout = self.state, self.layout
         assert state.embed is not None and state.resid_final is not None
         n = len(reads.pos)
         grads = self._gradients(reads)
-        g_write = list(grads[:-1])
-        g_embed = grads[-1]
+        # Gradients are zero past the prefix the read-outs reach: contract the prefix only.
+        end = self._limit(reads) or layout.n_pos
+        g_write = [None if g is None else g[:, :end] for g in grads[:-1]]
+        g_embed = None if grads[-1] is None else grads[-1][:, :end]
         rows = torch.zeros(n, layout.n_nodes, dtype=state.embed.dtype, device=state.embed.device)
         for layer in self.transcoders.layers:
             per_out = self.writes[layer] if self.writes is not None else self._layer_writes(layer)
@@ -101,18 +141,20 @@ class RowEngine:
             for out_layer, padded in per_out.items():
                 g = g_write[out_layer]
                 if g is not None:
-                    rows[:, sl] += padded.contract(g)
+                    got = padded.contract(g)
+                    rows[:, sl.start : sl.start + got.shape[1]] += got
         start = layout.start
         for m, g in enumerate(g_write):
-            if g is not None:
-                rows[:, layout.error_slice(m)] = (g[:, start:] * self.errors[m][start:]).sum(-1)
-        tok = slice(layout.token_offset, layout.target_offset)
+            if g is not None and end > start:
+                lo = layout.error_slice(m).start
+                rows[:, lo : lo + end - start] = (g[:, start:] * self.errors[m][start:end]).sum(-1)
+        tok = layout.token_offset
         if g_embed is not None:
-            rows[:, tok] = (g_embed * state.embed[0].detach()).sum(-1)
+            rows[:, tok : tok + end] = (g_embed * state.embed[0, :end].detach()).sum(-1)
         if start == 1:
             for m, g in enumerate(g_write):
                 if g is not None:
-                    rows[:, tok.start] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
+                    rows[:, tok] += (g[:, 0] * state.mlp_out[m][0]).sum(-1)
         return rows
 
     def read_tensor(self, site: int | None) -> Float[torch.Tensor, "batch pos d"]:
@@ -122,13 +164,49 @@ class RowEngine:
         assert tensor is not None
         return tensor
 
+    def reach(self, site: int | None) -> int:
+        """How many layers' writes can reach a read-out at ``site`` (an upper bound): all of them
+        for the final residual and for the sites of subclasses (negative), else up to ``site``."""
+        return self.n_layers if site is None or site < 0 else min(site + 1, self.n_layers)
+
+    def _limit(self, reads: ReadOuts) -> int | None:
+        """Positions the read-outs can reach (causal attention: up to the last read-out's), or
+        None for all of them (the reference path, or a pattern that is not causal)."""
+        scope = self.state.patterns
+        if not self.fast or scope is None or not scope.causal:
+            return None
+        return max(reads.pos) + 1
+
+    @contextlib.contextmanager
+    def _prefix(self, reads: ReadOuts) -> Iterator[None]:
+        """The frozen patterns' backward passes stop after the last read-out's position."""
+        scope = self.state.patterns
+        limit = self._limit(reads)
+        if limit is None or scope is None:
+            yield
+            return
+        scope.limit = limit
+        try:
+            yield
+        finally:
+            scope.limit = None
+
     def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
         """Gradients of the read-outs at every write site and at the embeddings (None where no
         read-out reaches): one backward pass, vmapped over the read-outs when there are several."""
         state = self.state
         assert state.embed is not None
-        inputs = [state.writes[m] for m in range(self.n_layers)] + [state.embed]
+        with self._prefix(reads):
+            return self._gradients_in_scope(reads)
+
+    def _gradients_in_scope(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
+        state = self.state
+        assert state.embed is not None
         n = len(reads.pos)
+        # Writes above the highest read-out's layer cannot reach it.
+        top = max(self.reach(la) for la in reads.layer)
+        inputs = [state.writes[m] for m in range(top)] + [state.embed]
+        none: list[Float[torch.Tensor, "b pos d"] | None] = [None] * (self.n_layers - top)
         outputs, grad_outputs = [], []
         for site in sorted(set(reads.layer), key=lambda la: -1 if la is None else la):
             tensor = self.read_tensor(site)
@@ -138,13 +216,21 @@ class RowEngine:
             outputs.append(tensor)
             grad_outputs.append(seed)
         if n == 1:  # the forward pass has batch 1: the seed is already shaped like the tensor read
-            return list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
-                                            allow_unused=True))
-        grads = torch.autograd.grad(
-            outputs, inputs, [g.unsqueeze(1) for g in grad_outputs], retain_graph=True,
-            allow_unused=True, is_grads_batched=True,
-        )
-        return [None if g is None else g[:, 0] for g in grads]
+            grads = list(torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=True,
+                                             allow_unused=True))
+            return grads[:-1] + none + grads[-1:]
+        seeds = [g.unsqueeze(1) for g in grad_outputs]
+        if self.fast:
+            def one(*seed: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return torch.autograd.grad(outputs, inputs, seed, retain_graph=True,
+                                           materialize_grads=True)
+
+            batched = list(torch.func.vmap(one)(*seeds))
+        else:
+            batched = list(torch.autograd.grad(outputs, inputs, seeds, retain_graph=True,
+                                               allow_unused=True, is_grads_batched=True))
+        grads = [None if g is None else g[:, 0] for g in batched]
+        return grads[:-1] + none + grads[-1:]
 
 
 @dataclass
@@ -175,11 +261,18 @@ class PaddedWrites:
         padded[slot] = vecs
         return cls(padded.view(positions.numel(), width, -1), positions.to(vecs.device), slot)
 
-    def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b n"]:
-        """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions."""
-        g = grad[:, self.positions].transpose(0, 1)  # rows b d
-        per_pos = torch.bmm(g, self.vecs.transpose(1, 2))  # rows b width
-        return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot]
+    def contract(self, grad: Float[torch.Tensor, "b pos d"]) -> Float[torch.Tensor, "b m"]:
+        """``out[b, i] = < grad[b, pos_i], vecs_i >`` as one batched product over positions, for
+        the first ``m`` features: those at positions below ``grad.shape[1]`` (features sort by
+        position, so they come first; the rest read zero gradients)."""
+        n_rows = int(torch.searchsorted(self.positions, grad.shape[1]))
+        if n_rows == self.positions.numel():
+            m = self.slot.numel()
+        else:  # the first feature in row n_rows is the first one left out
+            m = int(torch.searchsorted(self.slot, n_rows * self.vecs.shape[1]))
+        g = grad[:, self.positions[:n_rows]].transpose(0, 1)  # rows b d
+        per_pos = torch.bmm(g, self.vecs[:n_rows].transpose(1, 2))  # rows b width
+        return per_pos.transpose(0, 1).reshape(grad.shape[0], -1)[:, self.slot[:m]]
 
 
 def target_reads(

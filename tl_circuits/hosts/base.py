@@ -139,6 +139,12 @@ def freeze(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
+def is_freeze(fn: HookFn) -> bool:
+    """Whether ``fn`` is a freeze hook: :func:`freeze`, or one marked ``is_freeze`` (the frozen
+    attention pattern of :mod:`tl_circuits.replacement.frozen_attention`, the same value)."""
+    return fn is freeze or bool(getattr(fn, "is_freeze", False))
+
+
 @contextlib.contextmanager
 def no_hooks() -> Iterator[None]:
     """An empty hook context (for hosts that need nothing)."""

@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..errors import ConfigError
-from .base import HookFn, freeze
+from .base import HookFn, freeze, is_freeze
 from .hf import HFHost
 from .hf_modules import chain, module_at, norm_forward, read_only
 from .sites import ArchSites
@@ -61,12 +61,12 @@ class TraceHost(HFHost):
     def hooks(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
         by_name = self.sites.by_site(hooks)
         for name, fns in by_name.items():
-            if name.endswith("attn.hook_pattern") and any(fn is not freeze for fn in fns):
+            if name.endswith("attn.hook_pattern") and not all(is_freeze(fn) for fn in fns):
                 raise ConfigError(
                     f"{name}: inside an nnsight trace attention patterns can only be frozen "
                     "(queries and keys are held); run locally for other pattern hooks"
                 )
-            if (".attn.q_norm." in name or ".attn.k_norm." in name) and any(fn is not freeze for fn in fns):
+            if (".attn.q_norm." in name or ".attn.k_norm." in name) and not all(is_freeze(fn) for fn in fns):
                 raise ConfigError(
                     f"{name}: inside an nnsight trace q/k norms can only be frozen (with the "
                     "attention pattern, queries and keys are held); run locally for other q/k norm hooks"

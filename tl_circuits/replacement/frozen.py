@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from ..hosts.base import HookFn, Host
 from ..hosts.base import freeze as freeze_hook
 from ..transcoders import Transcoders
+from .frozen_attention import PatternScope, frozen_pattern_hook
 from .splice import error_term
 
 
@@ -35,6 +36,8 @@ class ReplacementState:
     ``x_in`` / ``writes`` / ``embed`` / ``resid_final`` stay in the autograd graph; ``acts``,
     ``errors`` and ``mlp_out`` are constants read off the first copy. ``frozen`` holds the values
     at the freeze sites (attention patterns, norm scales), kept by :func:`clean_run` only.
+    ``patterns`` is shared with the frozen attention products (:mod:`.frozen_attention`) when
+    :func:`run_replacement` routes them through the batched backward pass.
     """
 
     logits: Float[torch.Tensor, "batch pos d_vocab"]
@@ -46,6 +49,7 @@ class ReplacementState:
     errors: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     mlp_out: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)
+    patterns: PatternScope | None = None
 
 
 @contextlib.contextmanager
@@ -57,19 +61,26 @@ def replacement_hooks(
     freeze: bool = True,
     keep_frozen: bool = False,
     extra: Sequence[tuple[str, HookFn]] = (),
+    patterns: PatternScope | None = None,
 ) -> Iterator[None]:
     """Hooks that freeze, splice and record into ``state`` during one forward pass.
 
     The embedding becomes a leaf that requires grad; each MLP output becomes
     ``y.detach() + (skip(x) - skip(x).detach())``: the same value, a constant to autograd except
-    through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``.
+    through the linear skip. With ``keep_frozen`` the frozen values go into ``state.frozen``;
+    with ``patterns`` the attention patterns are frozen by :func:`.frozen_pattern_hook`.
     ``extra`` hooks run after these at their sites (:mod:`tl_circuits.attention` reads queries,
     keys and values there, and adds tangents to what nodes write).
     """
     hooks: list[tuple[str, HookFn]] = []
     if freeze:
-        hooks += [(name, _keep(state.frozen, name) if keep_frozen else freeze_hook)
-                  for name in host.freeze_hook_names()]
+        for name in host.freeze_hook_names():
+            if keep_frozen:
+                hooks.append((name, _keep(state.frozen, name)))
+            elif patterns is not None and name.endswith("hook_pattern"):
+                hooks.append((name, frozen_pattern_hook(patterns)))
+            else:
+                hooks.append((name, freeze_hook))
 
     def embed_hook(x: torch.Tensor) -> torch.Tensor:
         leaf = x.detach().requires_grad_(True)
@@ -98,12 +109,17 @@ def run_replacement(
     *,
     batch: int = 1,
     extra: Sequence[tuple[str, HookFn]] = (),
+    batched_patterns: bool = True,
 ) -> ReplacementState:
-    """One forward pass of the replacement model over ``batch`` copies of ``tokens`` (``extra``:
-    more hooks, run after the replacement's at their sites)."""
+    """One forward pass of the replacement model over ``batch`` copies of ``tokens``;
+    ``batched_patterns``: frozen attention products take :mod:`.frozen_attention`'s backward
+    pass (False: plain detached patterns, the reference); ``extra``: more hooks, run after the
+    replacement's at their sites."""
     state = ReplacementState(logits=torch.empty(0, 0, 0))
+    state.patterns = PatternScope() if batched_patterns else None
     batched = tokens.to(host.device).unsqueeze(0).expand(batch, -1)
-    with torch.enable_grad(), replacement_hooks(host, transcoders, state, extra=extra):
+    with torch.enable_grad(), replacement_hooks(host, transcoders, state, extra=extra,
+                                                 patterns=state.patterns):
         state.logits = host.forward(batched)
     return state
 

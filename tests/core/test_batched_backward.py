@@ -1,0 +1,119 @@
+"""The batched backward pass through frozen attention (tl_circuits.replacement.frozen_attention)
+against the straightforward one: the same graphs in float64, on every host and several families."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tl_circuits as tc
+from tests.core.tiny import FAMILIES, tiny_model, tiny_set
+from tl_circuits.attribution import engine
+from tl_circuits.hosts import as_host
+from tl_circuits.replacement import frozen_attention, run_replacement
+from tl_circuits.replacement.frozen_attention import PatternScope, frozen_pattern_vjp
+
+#: 20 tokens: longer than the query blocks set below, features at every position.
+LONG_PROMPT = [3, 17, 9, 41, 5, 22, 8, 30, 11, 2, 45, 19, 7, 33, 26, 14, 38, 6, 29, 12]
+
+
+def _pattern(causal: bool, shape=(2, 3, 9, 9)) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(shape, generator=gen, dtype=torch.float64)
+    if causal:
+        scores = scores.masked_fill(torch.ones(shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(-1)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("limit", [9, 5, 1])
+def test_pattern_vjp_equals_the_transposed_product_vmapped_and_not(causal, limit, monkeypatch):
+    monkeypatch.setattr(frozen_attention, "_BLOCK", 2)
+    pattern = _pattern(causal)
+    gen = torch.Generator().manual_seed(1)
+    grads = torch.randn(4, 2, 3, 9, 5, generator=gen, dtype=torch.float64)
+    if causal:  # what a read-out at positions < limit leaves: nothing after it
+        grads[..., limit:, :] = 0
+    expected = pattern.transpose(-1, -2) @ grads
+    one = frozen_pattern_vjp(pattern, grads[0], limit, causal)
+    batched = torch.func.vmap(lambda g: frozen_pattern_vjp(pattern, g, limit, causal))(grads)
+    assert float((one - expected[0]).abs().max()) < 1e-14
+    assert float((batched - expected).abs().max()) < 1e-14
+    if causal:
+        assert torch.all(batched[..., limit:, :] == 0)
+    # batched patterns too (not the engine's case): one product per read-out
+    patterns = torch.stack([pattern, pattern.flip(0)])
+    both = torch.func.vmap(lambda p, g: frozen_pattern_vjp(p, g, limit, causal))(patterns, grads[:2])
+    assert float((both - patterns.transpose(-1, -2) @ grads[:2]).abs().max()) < 1e-14
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_pattern_takes_the_batched_backward(family):
+    model = tiny_model(family)
+    state = run_replacement(as_host(model), tiny_set("relu"), torch.tensor(LONG_PROMPT))
+    assert state.patterns == PatternScope(limit=None, frozen=3, routed=3)
+    plain = run_replacement(as_host(model), tiny_set("relu"), torch.tensor(LONG_PROMPT),
+                            batched_patterns=False)
+    assert plain.patterns is None and torch.equal(plain.logits, state.logits)
+
+
+def _dense_rows(graph):
+    return graph.adjacency.to_dense()[graph.rows_computed]
+
+
+def _both(model, transcoders, monkeypatch, **kw):
+    """(batched graph, reference graph) of the long prompt."""
+    monkeypatch.setattr(frozen_attention, "_BLOCK", 4)
+    fast = tc.attribute(model, transcoders, LONG_PROMPT, progress=False, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "REFERENCE", True)
+        ref = tc.attribute(model, transcoders, LONG_PROMPT, progress=False, **kw)
+    return fast, ref
+
+
+def _assert_equal_graphs(fast, ref):
+    assert torch.equal(fast.rows_computed, ref.rows_computed)
+    assert torch.equal(fast.node_index, ref.node_index)
+    a, b = _dense_rows(fast), _dense_rows(ref)
+    assert float(b.abs().max()) > 0
+    err = float((a - b).abs().max() / b.abs().max())
+    assert err <= 1e-12, f"max relative difference {err:.3g}"
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_graph_equals_reference_float64(family, grouped, monkeypatch):
+    """All rows (chunks spanning layers and positions, or grouped by layer as long prompts get
+    them), then a budget with a feature pool (the pool pass reads every target at once; the
+    chosen rows sit at many positions)."""
+    if grouped:
+        monkeypatch.setattr(engine, "GROUP_FROM", len(LONG_PROMPT))
+    model = tiny_model(family, seed=7)
+    transcoders = tiny_set("jumprelu_skip", seed=3)
+    fast, ref = _both(model, transcoders, monkeypatch, batch_size=5)
+    assert fast.n_features > 100
+    positions = fast.node_position[fast.rows_computed[fast.node_kind[fast.rows_computed] == 0]]
+    assert len(set(positions.tolist())) == len(LONG_PROMPT)
+    _assert_equal_graphs(fast, ref)
+    fast, ref = _both(model, transcoders, monkeypatch, batch_size=6, max_feature_nodes=40,
+                      feature_pool=60)
+    assert fast.settings["feature_pool"] == 60
+    _assert_equal_graphs(fast, ref)
+
+
+@pytest.mark.parametrize("kind", ["hf", "bridge", pytest.param("nnsight", marks=pytest.mark.slow),
+                                  pytest.param("bridge_compat", marks=pytest.mark.slow)])
+def test_every_host_routes_its_patterns_and_matches_the_reference(kind, tmp_path, monkeypatch):
+    from tests.core.tiny import tiny_transcoder
+    from tests.hosts.hf_tiny import float64_softmax, hf_model, on_host
+
+    monkeypatch.setattr(engine, "GROUP_FROM", 0 if kind.startswith("bridge") else 10**6)
+    model = on_host(kind, hf_model("llama", seed=2), tmp_path)
+    transcoders = tc.TranscoderSet([
+        tiny_transcoder(la, "jumprelu_skip", hook_in="blocks.{l}.ln2.hook_normalized", seed=la)
+        for la in range(3)])
+    with float64_softmax():
+        state = run_replacement(as_host(model), transcoders, torch.tensor(LONG_PROMPT))
+        assert state.patterns is not None and state.patterns.all_routed
+        fast, ref = _both(model, transcoders, monkeypatch, batch_size=7)
+    _assert_equal_graphs(fast, ref)
