@@ -68,6 +68,12 @@ def test_demo_trains_caches_and_summarises(cache, tmp_path, capsys):
 
 
 def test_capital_of_france(cache, capsys):
+    from tl_circuits import demo
+
+    # Under xdist this worker may not have run the demo test: train the small set here if so, so
+    # that the example below must find it cached.
+    demo.demo_transcoders(demo.load_model(), "small")
+    capsys.readouterr()
     finding, out = run_example("capital_of_france", capsys)
     assert "completes 'The capital of France is' with ' Paris'" in finding
     assert probability(finding, "' Paris'") > 0.5 and "Using cached transcoders" in out
