@@ -105,3 +105,12 @@ def serve_in_thread(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def write_gallery(tmp_path, graphs, third: str = "c.safetensors"):
+    """A folder of three good graphs (``a.safetensors``, ``b.safetensors``, ``third``) and a corrupt
+    ``broken.safetensors``: what the gallery tests serve."""
+    for name, g in zip(("a.safetensors", "b.safetensors", third), graphs, strict=True):
+        g.save(tmp_path / name)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00not a graph at all")
+    return tmp_path

@@ -15,15 +15,12 @@ import tl_circuits  # noqa: E402
 from tl_circuits.viewer.server import create_app  # noqa: E402
 
 from .browser import click_node, feature_ids, open_page, wait_for  # noqa: E402
-from .conftest import OTHER_PROMPTS, PROMPT, serve_in_thread  # noqa: E402
+from .conftest import OTHER_PROMPTS, PROMPT, serve_in_thread, write_gallery  # noqa: E402
 
 
 @pytest.fixture()
 def folder(graph, other_graphs, tmp_path):
-    for name, g in zip(("a.safetensors", "b.safetensors", "c.safetensors"), (graph, *other_graphs)):
-        g.save(tmp_path / name)
-    (tmp_path / "broken.safetensors").write_bytes(b"\x00corrupt")
-    return tmp_path
+    return write_gallery(tmp_path, (graph, *other_graphs), third="c.safetensors")
 
 
 def rows(browser):

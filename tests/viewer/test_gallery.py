@@ -17,15 +17,12 @@ from starlette.testclient import TestClient  # noqa: E402
 from tl_circuits.errors import ConfigError  # noqa: E402
 from tl_circuits.viewer.server import create_app, serve  # noqa: E402
 
-from .conftest import OTHER_PROMPTS, PROMPT  # noqa: E402
+from .conftest import OTHER_PROMPTS, PROMPT, write_gallery  # noqa: E402
 
 
 @pytest.fixture()
 def folder(graph, other_graphs, tmp_path):
-    for name, g in zip(("a.safetensors", "b.safetensors", "c.tlc"), (graph, *other_graphs)):
-        g.save(tmp_path / name)
-    (tmp_path / "broken.safetensors").write_bytes(b"\x00not a graph at all")
-    return tmp_path
+    return write_gallery(tmp_path, (graph, *other_graphs), third="c.tlc")
 
 
 def test_folder_listing_switching_and_a_corrupt_file(folder, graph, other_graphs):
