@@ -80,10 +80,11 @@ def main() -> None:
               f"{full['completeness']:.2f} | {pruned['replacement']:.2f} / "
               f"{pruned['completeness']:.2f} | {check.pearson_path:.2f} / "
               f"{check.pearson_open_loop:.2f} | {sw:.1f} |", flush=True)
-        path_ = strongest_token_path(graph)
-        words = [path_in_words(graph, path_)]
-        if path_ is not None:
-            for n in path_.nodes:
+        words = []
+        for via in (False, True):
+            path_ = strongest_token_path(graph, via_features=via)
+            words.append(("  through features: " if via else "") + path_in_words(graph, path_))
+            for n in [] if path_ is None else path_.nodes:
                 node = graph.nodes[n]
                 if node.kind == "feature":
                     words.append(f"    L{node.layer}/{node.index}: fires on {top_tokens(dash, node.layer, node.index)}")

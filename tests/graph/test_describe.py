@@ -25,3 +25,19 @@ def test_the_strongest_token_path_never_starts_at_the_bos_sink():
     words = path_in_words(graph, path)
     assert words.startswith("the token ") and "<bos>" not in words
     assert any(line.startswith("  strongest path: the token") for line in summarize(graph))
+
+
+def test_a_direct_strongest_path_comes_with_the_strongest_path_through_features():
+    model = tiny_model("llama", tokenizer=True, seed=6)
+    graph = tc.attribute(model, tiny_set("relu"), "w3 w17 Paris w9 London", progress=False)
+    top = int(graph.indices(tc.NodeKind.TARGET)[0])
+    last = int(graph.indices(tc.NodeKind.TOKEN)[-1])
+    dense = graph.adjacency.to_dense()
+    dense[top, last] = 100 * dense[top].abs().max()  # the direct edge dwarfs every other path
+    graph.adjacency = dense.to_sparse()
+    assert strongest_token_path(graph).nodes == [last, top]
+    through = strongest_token_path(graph, via_features=True)
+    assert through is not None and len(through.nodes) > 2
+    assert all(graph.nodes[n].kind == "feature" for n in through.nodes[1:-1])
+    lines = summarize(graph)
+    assert lines[-1] == f"  strongest path through features: {path_in_words(graph, through)}"

@@ -127,3 +127,19 @@ def test_plot_writes_png_and_svg(tiny_graph, tmp_path):
     with pytest.raises(tc.ConfigError, match=r"\.png or \.svg"):
         tiny_graph.plot(tmp_path / "g.jpg")
     assert not (tmp_path / "g.jpg").exists()
+
+
+def test_strongest_path_via_features_matches_brute_force_over_feature_only_paths():
+    for seed in range(3):
+        g = ref.random_graph(seed, n_layers=3, n_pos=3, per_cell=2, density=0.4)
+        an = ref.normalize(g.adjacency.to_dense().double())
+        feature = set(g.indices("feature").tolist())
+        for src, dst in itertools.product(g.indices("token")[:2].tolist(), g.indices("target")[:2].tolist()):
+            paths = [p for p in _all_paths(an, src, dst) if len(p) > 2 and set(p[1:-1]) <= feature]
+            if not paths:
+                continue
+            score = max(math.prod(float(an[b, a]) for a, b in itertools.pairwise(p)) for p in paths)
+            got = g.strongest_path(src, dst, via_features=True)
+            assert got.score == pytest.approx(score, rel=1e-9)
+            assert len(got.nodes) > 2 and set(got.nodes[1:-1]) <= feature
+            assert got.score <= g.strongest_path(src, dst).score + 1e-12

@@ -50,8 +50,9 @@ def token_node(graph: Graph, position: int) -> int:
     return int(ids[graph.node_position[ids] == position][0])
 
 
-def strongest_token_path(graph: Graph, target: int = 0) -> Path | None:
-    """The strongest path (:meth:`Graph.strongest_path`) from a prompt token to target ``target``.
+def strongest_token_path(graph: Graph, target: int = 0, *, via_features: bool = False) -> Path | None:
+    """The strongest path (:meth:`Graph.strongest_path`) from a prompt token to target ``target``
+    (``via_features``: the strongest one through features only, which dashboards can explain).
 
     A BOS token in front is not a candidate: it is the same in every prompt and is where attention
     sinks, so its direct path to the output is often the strongest while saying nothing about the
@@ -64,7 +65,7 @@ def strongest_token_path(graph: Graph, target: int = 0) -> Path | None:
         tokens = tokens[graph.node_position[tokens] != 0]
     for src in tokens.tolist():
         try:
-            path = graph.strongest_path(src, dst)
+            path = graph.strongest_path(src, dst, via_features=via_features)
         except ConfigError:
             continue
         if best is None or path.score > best.score:
@@ -99,4 +100,14 @@ def summarize(graph: Graph, pruned: Graph | None = None) -> list[str]:
         f"{small.n_nodes} nodes, {n_edges(small)} edges",
         f"  replacement score {scores['replacement']:.2f}, completeness {scores['completeness']:.2f}",
         f"  strongest path: {path_in_words(small, strongest_token_path(small))}",
+        *via_features_line(small),
     ]
+
+
+def via_features_line(graph: Graph) -> list[str]:
+    """The strongest path through features, as a summary line, where the strongest path has none."""
+    path = strongest_token_path(graph)
+    if path is not None and any(graph.nodes[n].kind == "feature" for n in path.nodes):
+        return []
+    through = strongest_token_path(graph, via_features=True)
+    return [] if through is None else [f"  strongest path through features: {path_in_words(graph, through)}"]

@@ -175,11 +175,12 @@ class Graph:
 
         return top_nodes(self, k, kinds)
 
-    def strongest_path(self, source: Any, target: Any) -> Any:
-        """``Path(nodes, score)``: the path maximising the product of normalised edge weights."""
+    def strongest_path(self, source: Any, target: Any, *, via_features: bool = False) -> Any:
+        """``Path(nodes, score)``: the path maximising the product of normalised edge weights
+        (``via_features``: through features only, at least one)."""
         from .queries import strongest_path
 
-        return strongest_path(self, source, target)
+        return strongest_path(self, source, target, via_features=via_features)
 
     def subgraph(self, node_ids: Any, hops: int = 1) -> Graph:
         """These nodes, every node within ``hops`` edges of them, and all edges among them."""

@@ -73,16 +73,26 @@ def top_nodes(
     ]
 
 
-def strongest_path(graph: Graph, source: int | Node | Sequence[Any], target: int | Node | Sequence[Any]) -> Path:
+def strongest_path(graph: Graph, source: int | Node | Sequence[Any], target: int | Node | Sequence[Any],
+                   *, via_features: bool = False) -> Path:
     """The path from ``source`` to ``target`` with the largest product of normalised edge weights.
 
     An edge ``s -> t`` weighs ``A'[t, s] = |A[t, s]| / sum_s' |A[t, s']|``, the share of ``t``'s
     incoming attribution that comes from ``s``; the product along a path is the share of the
     target's influence that flows along that path (the terms of ``w (A' + A'^2 + ...)``). Found by
     a longest-path search on ``log A'`` (a sum of log-weights), exact on a DAG.
+
+    ``via_features=True``: the strongest path whose inner nodes are all features, with at least
+    one (the path a reader can follow through dashboards; weights stay normalised over all of a
+    node's inputs, so the score is still a share of the target's influence).
     """
     src, dst = node_id(graph, source), node_id(graph, target)
     rows, cols, vals = normalized_edges(graph.adjacency)
+    if via_features:
+        feature = kind_mask(graph.node_kind, NodeKind.FEATURE)
+        keep = (feature[rows] | (rows == dst)) & (feature[cols] | (cols == src))
+        keep &= ~((rows == dst) & (cols == src))
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     logw = vals.log()
     best = torch.full((graph.n_nodes,), -math.inf, dtype=torch.float64)
     best[dst] = 0.0
