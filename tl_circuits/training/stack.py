@@ -48,22 +48,6 @@ class _Pass(NamedTuple):
     sparsity: torch.Tensor  # [] JumpReLU L0 penalty (straight-through), 0 for TopK
 
 
-#: Ridge penalty of the skip initialisation, relative to the inputs' mean variance per dimension.
-RIDGE = 1e-2
-
-
-def ridge(
-    x: Float[torch.Tensor, "n d_in"], y: Float[torch.Tensor, "n d_out"], penalty: float
-) -> tuple[Float[torch.Tensor, "d_in d_out"], Float[torch.Tensor, " d_in"], Float[torch.Tensor, " d_out"]]:
-    """Ridge regression ``y ~ (x - mean_x) @ w + mean_y``: ``(w, mean_x, mean_y)``, with the
-    penalty ``penalty * n * mean(var(x))`` so it does not depend on the inputs' scale."""
-    mean_x, mean_y = x.mean(0), y.mean(0)
-    xc, yc = x - mean_x, y - mean_y
-    gram = xc.T @ xc
-    gram.diagonal().add_(penalty * gram.diagonal().mean())
-    return torch.linalg.solve(gram, xc.T @ yc), mean_x, mean_y
-
-
 class TranscoderStack(nn.Module):
     """Parameters and forward pass of the transcoders being trained (see module docstring)."""
 
@@ -122,25 +106,10 @@ class TranscoderStack(nn.Module):
     def init_from_batch(
         self, x: Float[torch.Tensor, "L n d_in"], y: Float[torch.Tensor, "L n d_out"]
     ) -> None:
-        """Set the normalisation scales and ``b_dec`` (the mean output) from a first batch, and
-        with a skip connection ``W_skip`` to the ridge regression of the output on the input.
-
-        The linear part of an MLP is most of what a skip transcoder learns first (on SmolLM2 a
-        linear map explains 60% of the MLP outputs' variance, held out, against 77% for the
-        6-minute demo set): solving for it in closed form saves the steps that would learn it.
-        """
+        """Set the normalisation scales and ``b_dec`` (the mean output) from a first batch."""
         self.in_scale.copy_((self.d_in / x.float().pow(2).sum(-1).mean(-1)).sqrt())
         self.out_scale.copy_((self.d_out / y.float().pow(2).sum(-1).mean(-1)).sqrt())
         self.b_dec.copy_((y.float() * self.out_scale[:, None, None]).mean(1))
-        if self.W_skip is None or self.comm is not None:
-            return
-        for layer in range(self.n_layers):
-            xn = x[layer].double() * float(self.in_scale[layer])
-            yn = y[layer].double() * float(self.out_scale[layer])
-            w, mean_in, mean_out = ridge(xn, yn, RIDGE)
-            self.W_skip[layer].copy_(w.T)
-            self.b_dec[layer].copy_(mean_out - mean_in @ w)
-
 
     def pre_activations(self, xn: Float[torch.Tensor, "L n d_in"]) -> Float[torch.Tensor, "L n d_sae"]:
         """Every layer's encoder pre-activations in one batched product (bfloat16 on CPU)."""

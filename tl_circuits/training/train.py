@@ -252,9 +252,8 @@ def train_transcoders(
                     and elapsed() + buffer.fill_seconds >= time_budget)):
                 break  # spent, or the next fill (as long as the last) would overrun it
             x, y = next_batch(step) if buffer is None else buffer.get(step)
-            if step == 0:  # a buffer's whole first fill, else the first batch
-                stack.init_from_batch(*((buffer.x, buffer.y) if buffer is not None
-                                        else dist_mod.whole_batch(x, y, comm)))
+            if step == 0:
+                stack.init_from_batch(*dist_mod.whole_batch(x, y, comm))
             factor = _lr_factor(step, steps)
             if time_budget is not None:
                 factor = min(_lr_factor(step, steps, decay=False),
