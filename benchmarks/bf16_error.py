@@ -29,8 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def edges(graph) -> dict[tuple, float]:
     """{(source identity, target identity): weight} over the computed rows."""
     nodes = graph.nodes
-    adj = graph.adjacency.coalesce()
-    (tgt, src), val = adj.indices(), adj.values()
+    tgt, src, val = graph.edge_list()
     return {(tuple(nodes[s][:4]), tuple(nodes[t][:4])): float(v)
             for t, s, v in zip(tgt.tolist(), src.tolist(), val.tolist(), strict=True)}
 
