@@ -102,8 +102,9 @@ def attribute(
     if remote is not False and run_dtype(dtype) is not None:
         raise ConfigError(f"dtype={dtype!r} casts a copy of the model, which a remote run cannot "
                           "do: leave dtype='model' (the remote model's own)")
-    host, transcoders = prepare(model, transcoders, dtype=dtype)
-    cast = host.dtype != as_host(model).dtype if run_dtype(dtype) is not None else False
+    own = as_host(model)
+    host, transcoders = prepare(own, transcoders, dtype=dtype)
+    cast = host is not own  # a cast copy of the model
     patterns = run_dtype(pattern_dtype)
     if patterns is not None and patterns.itemsize >= host.dtype.itemsize:
         patterns = None  # as computed: no smaller
