@@ -140,3 +140,15 @@ def test_corrupt_csr_files_are_refused(tmp_path):
         save_file({**tensors, name: bad.contiguous()}, str(path), metadata=metadata)
         with pytest.raises(FileFormatError, match="invalid adjacency"):
             tc.Graph.load(path)
+
+
+def test_a_graph_deep_copies_and_pickles(tiny_graph):
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(tiny_graph), pickle.loads(pickle.dumps(tiny_graph))):
+        assert twin.adjacency.layout == torch.sparse_csr
+        assert twin.adjacency.values().data_ptr() != tiny_graph.adjacency.values().data_ptr()
+        assert torch.equal(twin.adjacency.to_dense(), tiny_graph.adjacency.to_dense())
+        assert twin.nodes == tiny_graph.nodes and twin.settings == tiny_graph.settings
+        assert twin.settings is not tiny_graph.settings

@@ -8,6 +8,8 @@ edges, columns = sources), held as sparse CSR with int32 indices (:mod:`.adjacen
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -85,6 +87,14 @@ class Graph:
 
     def __post_init__(self) -> None:
         self.adjacency = to_csr(self.adjacency)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
+        """A deep copy (``copy.deepcopy`` cannot copy a sparse CSR tensor itself: it is cloned)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        adjacency = fields.pop("adjacency")
+        out = Graph(adjacency=adjacency.clone(), **copy.deepcopy(fields, memo))
+        memo[id(self)] = out
+        return out
 
     @classmethod
     def from_tables(cls, *, kind: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
