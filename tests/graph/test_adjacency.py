@@ -152,3 +152,22 @@ def test_a_graph_deep_copies_and_pickles(tiny_graph):
         assert torch.equal(twin.adjacency.to_dense(), tiny_graph.adjacency.to_dense())
         assert twin.nodes == tiny_graph.nodes and twin.settings == tiny_graph.settings
         assert twin.settings is not tiny_graph.settings
+
+
+def test_the_csr_adjacency_does_not_keep_what_it_was_made_from_alive():
+    """``values()`` of a sparse tensor is a view holding the tensor (and its int64 indices)."""
+    import gc
+    import weakref
+
+    g = five_node_graph()
+    for make in (g.adjacency.to_sparse_coo, lambda: g.adjacency.to_dense().to_sparse_csr()):  # int64
+        given = make()
+        ref = weakref.ref(given)
+        h = tc.Graph.from_tables(kind=g.node_kind, layer=g.node_layer, position=g.node_position,
+                                 index=g.node_index, adjacency=given, activations=g.activations,
+                                 targets=g.targets, target_vectors=g.target_vectors, prompt=None,
+                                 tokens=g.tokens, str_tokens=g.str_tokens, settings={})
+        del given
+        gc.collect()
+        assert ref() is None
+        assert torch.equal(h.adjacency.to_dense(), g.adjacency.to_dense())

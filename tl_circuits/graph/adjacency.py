@@ -57,13 +57,20 @@ def to_csr(adjacency: Float[torch.Tensor, "n n"]) -> Float[torch.Tensor, "n n"]:
         if crow.dtype == dtype:
             return adjacency
         n_rows, n_cols = adjacency.shape
-        return _csr(crow.to(dtype), col.to(dtype), adjacency.values(), (n_rows, n_cols), False)
+        return _csr(crow.to(dtype), col.to(dtype), _own(adjacency), (n_rows, n_cols), False)
     if adjacency.layout != torch.sparse_coo:
         adjacency = adjacency.to_sparse()
     coo = adjacency.coalesce()
     rows, cols = coo.indices()
     counts = torch.bincount(rows, minlength=coo.shape[0])
-    return csr_from_counts(counts, cols, coo.values(), coo.shape[1])
+    return csr_from_counts(counts, cols, _own(coo), coo.shape[1])
+
+
+def _own(sparse: torch.Tensor) -> torch.Tensor:
+    """The values of a sparse tensor, sharing their storage but not holding the tensor itself:
+    ``values()`` is a view whose base is the sparse tensor, which would keep its indices (int64:
+    16 bytes an edge for COO) alive for as long as the new CSR tensor lives."""
+    return sparse.values().detach()
 
 
 def edge_list(
