@@ -93,7 +93,8 @@ def attribute(
         pattern_dtype: hold the frozen attention patterns for the backward passes in this dtype
             (``torch.bfloat16`` or ``torch.float16``: half their memory, 2.3 instead of 4.5 GB at
             2,048 tokens on SmolLM2); None holds them as computed (exact). The forward pass is
-            unchanged; the edges move by the rounding of the patterns (docs/performance.md).
+            unchanged; the edges move by the rounding of the patterns (SmolLM2, 64 tokens:
+            float16 median 1.2e-4 relative, 99th percentile 1.3e-3; bfloat16 8x that).
 
     Returns:
         A :class:`Graph` whose adjacency rows are filled for the targets and the chosen features.
