@@ -122,3 +122,19 @@ def test_bad_dtypes_and_remote_casts_are_refused():
         tc.attribute(model, tiny_set("relu"), [1, 2, 3], dtype="half-ish", progress=False)
     with pytest.raises(ConfigError, match="remote run"):
         tc.attribute(model, tiny_set("relu"), [1, 2, 3], dtype="float32", remote="local", progress=False)
+
+
+def test_a_compact_pattern_multiplies_in_the_values_dtype():
+    """A pattern handed over already compact (a prefix pass's view of a kept one) is cast for the
+    product and held as it is."""
+    from tl_circuits.replacement.frozen_attention import FrozenProduct
+
+    scope = PatternScope(storage=torch.bfloat16)
+    pattern = torch.tril(torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(0))).to(torch.bfloat16)
+    v = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    out = FrozenProduct.apply(pattern, v, scope)
+    assert torch.equal(out, pattern.double() @ v)
+    assert _saved_patterns(out.grad_fn)[0].data_ptr() == pattern.data_ptr()  # no second copy
+    grad = torch.randn(2, 5, 3, dtype=torch.float64)
+    (got,) = torch.autograd.grad(out, v, grad)
+    assert torch.allclose(got, pattern.double().transpose(-1, -2) @ grad, rtol=1e-12, atol=1e-12)

@@ -122,7 +122,8 @@ class FrozenProduct(torch.autograd.Function):
         n = pattern.shape[-1]
         ctx.causal = pattern.shape[-2] == n and not bool(torch.triu(pattern, 1).any())
         scope.noncausal += not ctx.causal
-        out = pattern @ v
+        # a pattern already held compact (a prefix pass's view of a kept one) is cast for the product
+        out = (pattern if pattern.dtype == v.dtype else pattern.to(v.dtype)) @ v
         if scope.storage is not None and scope.storage != pattern.dtype:
             pattern = pattern.to(scope.storage)  # the computed one is freed with the host's step
         ctx.save_for_backward(pattern)
