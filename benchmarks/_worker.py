@@ -47,7 +47,9 @@ def build_ours(export: Path, settings: dict):
                             batch_size=settings["batch_size"])
 
     def dump(graph, path):
-        rows = graph.adjacency.index_select(0, graph.rows_computed).to_dense()
+        adj = graph.adjacency
+        adj = adj.to_sparse_coo() if adj.layout == torch.sparse_csr else adj  # CSR: no index_select
+        rows = adj.index_select(0, graph.rows_computed).to_dense()
         kinds = graph.node_kind.tolist()
         layer, pos, idx = graph.node_layer.tolist(), graph.node_position.tolist(), graph.node_index.tolist()
         keys = [_key(("feature", "error", "token", "logit")[k], la, p, i, graph)

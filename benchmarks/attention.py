@@ -46,8 +46,7 @@ def main() -> None:
     t_attr = timed(attribute, args.repeats)
     graph = graphs[-1]
     pruned = graph.prune(0.8, 0.98)
-    adj = pruned.adjacency.coalesce()
-    (t, s), w = adj.indices(), adj.values()
+    t, s, w = pruned.edge_list()
     cross = (pruned.node_position[s] != pruned.node_position[t]) & (w != 0)
     print(f"graph: {graph.n_nodes} nodes, {len(graph.rows_computed)} rows; pruned: {pruned.n_nodes} "
           f"nodes, {int(cross.sum())} cross-position edges")

@@ -60,6 +60,7 @@ def synthetic_graph(n_layers: int, n_pos: int, n_features: int, n_rows: int, per
     values = torch.randn(index.shape[1], generator=gen)
     values[values == 0] = 1.0  # attribute() stores nonzero entries only
     adjacency = torch.sparse_coo_tensor(index, values, (n, n), is_coalesced=True, check_invariants=False)
+    del index  # the graph keeps its own layout of the edges (CSR: int32 indices)
     kind = torch.cat([torch.zeros(n_features), torch.ones(n_err), torch.full((n_pos,), 2),
                       torch.full((n_targets,), 3)]).long()
     layer = torch.cat([feat_layer, err_layer, torch.full((n_pos + n_targets,), -1)])
@@ -78,6 +79,23 @@ def synthetic_graph(n_layers: int, n_pos: int, n_features: int, n_rows: int, per
     )
 
 
+def adjacency_bytes(adj: torch.Tensor) -> int:
+    """Bytes the adjacency's tensors hold (indices and values; CSR, COO or dense)."""
+    if adj.layout == torch.sparse_csr:
+        parts = [adj.crow_indices(), adj.col_indices(), adj.values()]
+    elif adj.layout == torch.sparse_coo:
+        parts = [adj._indices(), adj._values()]
+    else:
+        parts = [adj]
+    return sum(t.numel() * t.element_size() for t in parts)
+
+
+def layout_name(adj: torch.Tensor) -> str:
+    if adj.layout == torch.sparse_csr:
+        return f"CSR ({str(adj.col_indices().dtype).removeprefix('torch.')} indices)"
+    return "COO" if adj.layout == torch.sparse_coo else "dense"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=30)
@@ -91,9 +109,10 @@ def main() -> None:
     t0 = time.perf_counter()
     graph = synthetic_graph(args.layers, args.positions, pool, args.rows, args.per_row, 10)
     nnz = graph.adjacency._nnz()
-    adj_mb = nnz * (2 * 8 + 4) / 2**20
-    print(f"graph: {graph.n_nodes:,} nodes, {nnz:,} edges ({adj_mb:,.0f} MB of COO), "
-          f"built in {time.perf_counter() - t0:.0f} s")
+    adj_mb = adjacency_bytes(graph.adjacency) / 2**20
+    print(f"graph: {graph.n_nodes:,} nodes, {nnz:,} edges ({adj_mb:,.0f} MB of {layout_name(graph.adjacency)}, "
+          f"{adj_mb * 2**20 / nnz:.2f} bytes an edge), built in {time.perf_counter() - t0:.0f} s, "
+          f"peak while building {rss_mib():,.0f} MB")
     if not Path("/proc/self/clear_refs").exists():
         raise SystemExit("this benchmark resets the peak through /proc/self/clear_refs: run it on Linux")
     reset_peak()  # VmHWM is now the current RSS: the process with the graph loaded
@@ -107,7 +126,7 @@ def main() -> None:
     print(f"prune: {elapsed:.1f} s, kept {pruned.n_nodes:,} nodes and {pruned.adjacency._nnz():,} edges; "
           f"pruned scores {scores['replacement']:.3f} / {scores['completeness']:.3f}")
     print(f"process with the graph loaded: {loaded:,.0f} MB; prune adds at most {added:,.0f} MB "
-          f"= {added / adj_mb:.2f} x the COO adjacency; peak {loaded + added:,.0f} MB")
+          f"= {added / adj_mb:.2f} x the adjacency; peak {loaded + added:,.0f} MB")
     print(f"one dense n_nodes x n_nodes float32 matrix would be {dense_mb:,.0f} MB "
           f"({dense_mb / (loaded + added):.1f} x this whole peak)")
 

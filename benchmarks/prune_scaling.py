@@ -57,7 +57,8 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=args.max_feature_nodes,
-                         feature_pool=pool, batch_size=args.batch_size, progress=args.progress)
+                         feature_pool=pool, batch_size=args.batch_size, progress=args.progress,
+                         pattern_dtype=args.pattern_dtype)
     t1 = time.perf_counter()
     pruned = graph.prune()
     t2 = time.perf_counter()
@@ -76,6 +77,7 @@ def run(length: int, args: argparse.Namespace, pool: int | None, reference: bool
            "--batch-size", str(args.batch_size)] + ([] if pool is None else ["--pool", str(pool)])
     cmd += ["--progress"] if args.progress else []
     cmd += ["--reference-run"] if reference else []
+    cmd += ["--pattern-dtype", args.pattern_dtype] if args.pattern_dtype else []
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     print(f"  {length} tokens, pool {pool or 'default'}{' (reference backward)' * reference}: attribute {result['attribute_s']:.1f}s "
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="show each run's progress bars")
     parser.add_argument("--reference", action="store_true",
                         help="baseline: the straightforward backward passes, not every feature kept")
+    parser.add_argument("--pattern-dtype", choices=("bfloat16", "float16"), default=None,
+                        help="attribute(..., pattern_dtype=): frozen patterns held in 16 bits")
     parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)

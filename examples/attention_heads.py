@@ -43,8 +43,7 @@ def feature_labels(graph: tc.Graph, budget: str) -> dict[str, str]:
 
 def top_cross_edge(graph: tc.Graph) -> tuple[int, int, float]:
     """(source, target, weight) of the largest |edge| between two positions, BOS excluded."""
-    adj = graph.adjacency.coalesce()
-    (t, s), w = adj.indices(), adj.values()
+    t, s, w = graph.edge_list()
     start = 1 if graph.settings.get("has_bos") else 0
     ok = (graph.node_position[s] != graph.node_position[t]) & (graph.node_position[s] >= start)
     w = torch.where(ok, w, 0.0)

@@ -79,6 +79,15 @@ def test_attribute_feature_pool(tiny, tmp_path):
     assert graph.settings["n_active_features"] > 7
 
 
+def test_attribute_dtype_options(tiny, tmp_path):
+    out = tmp_path / "b.safetensors"
+    assert main(["attribute", PROMPT, "--model", str(tiny / "model"), "--transcoders", str(tiny / "tc"),
+                 "--out", str(out), "--dtype", "float64", "--pattern-dtype", "float16"]) == 0
+    graph = tc.Graph.load(out)
+    assert (graph.settings["dtype"], graph.settings["pattern_dtype"]) == ("float64", "float16")
+    assert graph.adjacency.dtype == torch.float64
+
+
 def test_prune_export_and_serve(tiny, tmp_path, capsys, monkeypatch):
     g = tmp_path / "g.safetensors"
     assert main(["attribute", PROMPT, "--model", str(tiny / "model"), "--transcoders",

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 
 from .errors import ConfigError
-from .graph.influence import coalesced
+from .graph.adjacency import edge_list
 from .interventions import Intervention
 from .replacement import clean_run, prepare, run_spliced
 
@@ -88,15 +88,14 @@ def check_graph(model: Any, transcoders: Any, graph: Any, top: int = 20, *, batc
                 "model or transcoders differ from the ones the graph was built with"
             )
     targets = graph.indices("target")
-    adj = coalesced(graph.adjacency)
+    r, c, adj_values = edge_list(graph.adjacency)
     col_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     col_of[torch.tensor(ids, dtype=torch.long)] = torch.arange(len(ids))
     row_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     row_of[targets] = torch.arange(targets.numel())
-    r, c = adj.indices()
     hit = (col_of[c] >= 0) & (row_of[r] >= 0)
     predicted = torch.zeros(len(ids), targets.numel(), dtype=torch.float64)
-    predicted[col_of[c[hit]], row_of[r[hit]]] = -adj.values()[hit].to(torch.float64)
+    predicted[col_of[c[hit]], row_of[r[hit]]] = -adj_values[hit].to(torch.float64)
     vectors = graph.target_vectors[graph.node_index[targets].long()].to(host.device, torch.float64)
     last = int(tokens.numel()) - 1
 
@@ -140,12 +139,11 @@ def path_effects(graph: Any, sources: list[int]) -> Float[torch.Tensor, "n n_tar
     """
     n_f = graph.n_features
     act = graph.activations.to(torch.float64)
-    adj = coalesced(graph.adjacency)
-    r, c = adj.indices()
-    v = adj.values().to(torch.float64)
+    r, c, v = edge_list(graph.adjacency)
+    r, c, v = r.long(), c.long(), v.to(torch.float64)
     ff = (r < n_f) & (c < n_f) & (act[r.clamp_max(max(n_f - 1, 0))] != 0)
     per_unit = torch.sparse_coo_tensor(torch.stack([r[ff], c[ff]]), v[ff] / act[r[ff]], (n_f, n_f),
-                                       check_invariants=False)  # indices from a coalesced tensor
+                                       check_invariants=False)  # indices from a CSR tensor: sorted, unique
     targets = graph.indices("target")
     row_of = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     row_of[targets] = torch.arange(targets.numel())

@@ -36,8 +36,7 @@ def test_zeroing_a_heads_cross_position_attention_removes_exactly_its_loading(mo
     model, transcoders, _ = models(family, kind)
     host = as_host(model)
     graph = tc.attribute(model, transcoders, PROMPT, progress=False)
-    adj = graph.adjacency.coalesce()
-    (t, s), w = adj.indices(), adj.values()
+    t, s, w = graph.edge_list()
     w = torch.where(graph.node_position[s] != graph.node_position[t], w, 0.0)
     top = w.abs().argsort(descending=True)[:3]
     edges = list(zip(s[top].tolist(), t[top].tolist()))
@@ -102,13 +101,11 @@ def test_bad_edges_are_refused(models):
 
 
 def _n_cross(graph):
-    adj = graph.adjacency.coalesce()
-    (t, s), w = adj.indices(), adj.values()
+    t, s, w = graph.edge_list()
     return int(((graph.node_position[s] != graph.node_position[t]) & (w != 0)).sum())
 
 
 def _first_cross_edge(graph):
-    adj = graph.adjacency.coalesce()
-    (t, s), w = adj.indices(), adj.values()
+    t, s, w = graph.edge_list()
     e = ((graph.node_position[s] != graph.node_position[t]) & (w != 0)).nonzero()[0, 0]
     return int(s[e]), int(t[e])

@@ -127,7 +127,17 @@ def test_graph_file_with_out_of_range_edges(model, transcoders, tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     tensors = load_file(str(path))
-    tensors["adjacency_indices"][0, 0] = 10**6
+    old = {k: v for k, v in tensors.items() if not k.startswith("adjacency")}  # format 1: COO
+    rows = torch.repeat_interleave(torch.arange(tensors["adjacency_crow"].numel() - 1),
+                                   tensors["adjacency_crow"].diff().long())
+    old["adjacency_indices"] = torch.stack([rows, tensors["adjacency_col"].long()])
+    old["adjacency_indices"][0, 0] = 10**6
+    old["adjacency_values"] = tensors["adjacency_values"]
+    save_file(old, str(path), metadata={"tl_circuits": json.dumps(
+        {**json.loads(meta["tl_circuits"]), "format_version": 1})})
+    with pytest.raises(tc.FileFormatError, match="invalid adjacency"):
+        tc.Graph.load(path)
+    tensors["adjacency_col"][0] = 10**6
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(tc.FileFormatError, match="invalid adjacency"):
         tc.Graph.load(path)

@@ -58,5 +58,5 @@ def test_sparse_adjacency_is_sorted_and_equal_to_the_dense_rows():
     dense[nodes] = rows
     assert torch.equal(adj.to_dense(), dense)
     assert adj._nnz() == int((rows != 0).sum())
-    flat = adj.indices()[0] * 11 + adj.indices()[1]
-    assert bool((flat[1:] > flat[:-1]).all())  # strictly sorted: is_coalesced holds
+    assert adj.layout == torch.sparse_csr and adj.col_indices().dtype == torch.int32
+    torch._validate_sparse_csr_tensor_args(adj.crow_indices(), adj.col_indices(), adj.values(), (11, 11))

@@ -79,3 +79,18 @@ def test_a_list_of_user_transcoders_is_left_alone_too():
     tc.attribute(tiny_model("llama", dtype=torch.float64, seed=6), users, PROMPT, progress=False)
     _assert_untouched({f"{i}.{n}": p for i, u in enumerate(users) for n, p in u.named_parameters()},
                       before)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_attribute_in_another_dtype_leaves_the_model_and_transcoders_as_passed(dtype):
+    """``dtype=`` runs on a cast copy of the model and cast copies of the transcoders."""
+    model = tiny_model("llama", dtype=torch.float32, seed=6)
+    users, ts = _float32_set()
+    model_tensors = dict(model.named_parameters())
+    before, before_model = _snapshot(_tensors(ts)), _snapshot(model_tensors)
+    graph = tc.attribute(model, ts, PROMPT, dtype=dtype, head_loadings=True, progress=False)
+    assert graph.settings["dtype"] == str(dtype).removeprefix("torch.")
+    assert graph.settings["head_loadings"]
+    _assert_untouched(_tensors(ts), before)
+    _assert_untouched(dict(model.named_parameters()), before_model)
+    assert model.cfg.dtype == torch.float32 and [ts[la] for la in ts.layers] == users

@@ -29,8 +29,8 @@ def annotate_graph(model: Any, transcoders: Any, graph: Graph, *, node_threshold
     shown = graph if graph.is_pruned else graph.prune(node_threshold, edge_threshold)
     index = {n: i for i, n in enumerate(graph.nodes)}
     to_full = torch.tensor([index[n] for n in shown.nodes], dtype=torch.long)
-    adj = shown.adjacency.coalesce() if shown.adjacency.is_sparse else shown.adjacency.to_sparse().coalesce()
-    (tgt, src), w = adj.indices(), adj.values()
+    tgt, src, w = shown.edge_list()
+    tgt, src = tgt.long(), src.long()
     keep = (shown.node_position[src] != shown.node_position[tgt]) & (w != 0)
     src, tgt, w = src[keep], tgt[keep], w[keep]
     order = w.abs().argsort(descending=True)[:max_edges]

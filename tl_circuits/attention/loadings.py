@@ -152,8 +152,8 @@ def _edges(graph: Graph, edges: Sequence[tuple[int, int]] | None,
             raise ConfigError("an edge's source must be a feature, error or token node and its target a "
                               "feature or target node")
         return src, tgt
-    adj = graph.adjacency.coalesce() if graph.adjacency.is_sparse else graph.adjacency.to_sparse().coalesce()
-    (tgt, src), w = adj.indices(), adj.values()
+    tgt, src, w = graph.edge_list()
+    tgt, src = tgt.long(), src.long()
     keep = (graph.node_position[src] != graph.node_position[tgt]) & (w != 0)
     src, tgt, w = src[keep], tgt[keep], w[keep]
     if max_edges is not None and w.numel() > max_edges:
@@ -164,16 +164,13 @@ def _edges(graph: Graph, edges: Sequence[tuple[int, int]] | None,
 
 def _weights(graph: Graph, src: torch.Tensor, tgt: torch.Tensor) -> Float[torch.Tensor, " e"]:
     """The graph's weights of the edges ``src -> tgt`` (0 where none is stored)."""
-    adj = graph.adjacency
-    if not adj.is_sparse:
-        return adj[tgt, src].double()
-    adj = adj.coalesce()
-    key = adj.indices()[0] * graph.n_nodes + adj.indices()[1]  # sorted: coalesced is row-major
+    rows, cols, values = graph.edge_list()
+    key = rows.long() * graph.n_nodes + cols  # sorted: the adjacency is row-major
     want = tgt * graph.n_nodes + src
     if key.numel() == 0:
         return torch.zeros(want.numel(), dtype=torch.float64)
     at = torch.searchsorted(key, want).clamp(max=key.numel() - 1)
-    return torch.where(key[at] == want, adj.values()[at].double(), 0.0)
+    return torch.where(key[at] == want, values[at].double(), 0.0)
 
 
 def _target_grads(inp: AttentionInputs, graph: Graph, state: ReplacementState,

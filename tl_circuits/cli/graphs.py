@@ -33,6 +33,11 @@ def add_attribute(sub: argparse._SubParsersAction) -> None:
                    help="a single-token string (' Paris'), or two for a logit difference "
                    "(' Paris' ' London'); repeat for several; default: the most likely tokens")
     p.add_argument("--max-n-logits", type=int, default=10, help="default targets: at most this many")
+    p.add_argument("--dtype", default="model", choices=["model", "float32", "float64", "bfloat16", "float16"],
+                   help="dtype of the whole pass (default: the model's own; others cast a copy)")
+    p.add_argument("--pattern-dtype", default=None, choices=["bfloat16", "float16"],
+                   help="hold frozen attention patterns in this dtype: half their memory, edges "
+                   "move by rounding (default: as computed, exact)")
     p.set_defaults(func=run_attribute)
 
 
@@ -54,7 +59,8 @@ def run_attribute(args: argparse.Namespace) -> int:
     graph = tc.attribute(model, transcoders, prompt, prepend_bos=not args.no_bos, targets=targets,
                          max_n_logits=args.max_n_logits,
                          max_feature_nodes=None if args.max_feature_nodes < 0 else args.max_feature_nodes,
-                         feature_pool=args.feature_pool, batch_size=args.batch_size)
+                         feature_pool=args.feature_pool, batch_size=args.batch_size,
+                         dtype=args.dtype, pattern_dtype=args.pattern_dtype)
     graph.save(args.out)
     for line in summarize(graph):
         say(line)

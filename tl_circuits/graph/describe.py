@@ -83,9 +83,7 @@ def path_in_words(graph: Graph, path: Path | None) -> str:
 
 def n_edges(graph: Graph) -> int:
     """Number of nonzero edges of ``graph``."""
-    adj = graph.adjacency
-    values = adj.coalesce().values() if adj.is_sparse else adj
-    return int((values != 0).sum())
+    return int(graph.adjacency.values().count_nonzero())
 
 
 def summarize(graph: Graph, pruned: Graph | None = None) -> list[str]:

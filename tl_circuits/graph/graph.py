@@ -3,11 +3,13 @@
 Nodes come in a fixed order, features (layer, position, index) | errors (layer, position) |
 tokens (position) | targets (the node schema and its contract: :mod:`tl_circuits.graph.nodes`),
 and ``adjacency[t, s]`` is the direct effect of source ``s`` on target ``t`` (rows = targets of
-edges, columns = sources).
+edges, columns = sources), held as sparse CSR with int32 indices (:mod:`.adjacency`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -15,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from jaxtyping import Bool, Float, Int
 
+from .adjacency import edge_list, to_csr
 from .nodes import KIND_NAMES, NodeKind, kind_mask
 
 __all__ = ["KIND_NAMES", "Graph", "Node", "NodeKind", "TargetInfo"]
@@ -44,6 +47,11 @@ class TargetInfo(NamedTuple):
 @dataclass
 class Graph:
     """An attribution graph. Build one with :func:`tl_circuits.attribute`.
+
+    ``adjacency`` is a sparse CSR tensor with int32 indices (8 bytes an edge; any dense or sparse
+    COO tensor given is converted): ``adjacency.to_dense()``, ``adjacency.values()``,
+    ``adjacency.crow_indices()`` / ``col_indices()`` read it, :meth:`edge_list` gives
+    ``(rows, cols, values)`` and ``adjacency.to_sparse_coo()`` a COO copy (int64 indices).
 
     Example:
         >>> import torch
@@ -76,6 +84,17 @@ class Graph:
     rows_computed: Int[torch.Tensor, " n_rows"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     #: Named groups of node ids (adjacency order), saved with the graph.
     supernodes: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.adjacency = to_csr(self.adjacency)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Graph:
+        """A deep copy (``copy.deepcopy`` cannot copy a sparse CSR tensor itself: it is cloned)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        adjacency = fields.pop("adjacency")
+        out = Graph(adjacency=adjacency.clone(), **copy.deepcopy(fields, memo))
+        memo[id(self)] = out
+        return out
 
     @classmethod
     def from_tables(cls, *, kind: torch.Tensor, layer: torch.Tensor, position: torch.Tensor,
@@ -118,6 +137,17 @@ class Graph:
         if match.numel() == 0:
             raise KeyError(f"no {kind.label} node at layer {layer}, position {position}, index {index}")
         return int(match[0, 0])
+
+    def edge_list(self) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"],
+                                 Float[torch.Tensor, " nnz"]]:
+        """``(rows, cols, values)`` of every stored edge, row-major: ``values[e]`` is the direct
+        effect of node ``cols[e]`` on node ``rows[e]``. ``cols`` and ``values`` are views of the
+        adjacency; ``rows`` (int32) is expanded from its row offsets.
+
+        Example:
+            >>> targets, sources, weights = graph.edge_list()  # doctest: +SKIP
+        """
+        return edge_list(self.adjacency)
 
     def target_weights(self) -> Float[torch.Tensor, " n_targets"]:
         return torch.tensor([t.weight for t in self.targets], dtype=torch.float64)

@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..errors import ConfigError
+from .adjacency import edge_list
 from .nodes import NodeKind
 
 if TYPE_CHECKING:
@@ -64,7 +65,10 @@ CHUNK = 1 << 24
 
 
 def coalesced(adjacency: Float[torch.Tensor, "n_nodes n_nodes"]) -> torch.Tensor:
-    """``adjacency`` as a coalesced sparse COO tensor (itself when it already is one)."""
+    """``adjacency`` as a coalesced sparse COO tensor (int64 indices: a copy of a CSR graph's
+    adjacency at 20 bytes an edge; the analyses here read :func:`.adjacency.edge_list`)."""
+    if adjacency.layout == torch.sparse_csr:
+        return adjacency.to_sparse_coo().coalesce()
     return (adjacency if adjacency.is_sparse else adjacency.to_sparse()).coalesce()
 
 
@@ -74,13 +78,12 @@ def abs_entries(
            Int[torch.Tensor, " nnz"] | None]:
     """``(rows, cols, |values| in float64, entries)`` of the stored nonzero entries.
 
-    ``entries`` are their positions among the coalesced adjacency's stored entries, or None when
-    every stored entry is nonzero (then ``rows`` and ``cols`` are views of the adjacency's
-    indices, not copies: a graph of 10^8 edges is not duplicated).
+    ``entries`` are their positions among the adjacency's stored entries (row-major), or None
+    when every stored entry is nonzero (then ``cols`` is a view of the CSR adjacency's column
+    indices and ``rows`` its row offsets expanded, int32: a graph of 10^8 edges is not duplicated).
     """
-    adj = coalesced(adjacency)
-    rows, cols = adj.indices()
-    vals = adj.values().abs().to(torch.float64)
+    rows, cols, stored_vals = edge_list(adjacency)
+    vals = stored_vals.abs().to(torch.float64)
     if not bool((vals == 0).any()):
         return rows, cols, vals, None
     stored = (vals != 0).nonzero().flatten()
@@ -104,7 +107,7 @@ def normalized_edges(
 ) -> tuple[Int[torch.Tensor, " nnz"], Int[torch.Tensor, " nnz"], Float[torch.Tensor, " nnz"]]:
     """The nonzero entries of ``A'`` (row-normalised ``|A|``) as ``(rows, cols, values)``.
 
-    Works on a sparse COO or dense ``adjacency`` without forming anything ``n_nodes x n_nodes``.
+    Works on a sparse CSR, COO or dense ``adjacency`` without forming anything ``n_nodes x n_nodes``.
     """
     rows, cols, vals, _ = abs_entries(adjacency)
     return rows, cols, row_normalize_(rows, vals, adjacency.shape[0])

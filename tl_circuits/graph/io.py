@@ -1,13 +1,17 @@
 """Graph files: one ``.safetensors`` holding the tensors, with a JSON header in its metadata.
 
 No pickle: loading a graph someone shared cannot run code. The header carries the format
-version; a file from a newer version is refused with a message saying to upgrade.
+version; a file from a newer version is refused with a message saying to upgrade. Version 2
+stores the adjacency as CSR (``adjacency_crow``, ``adjacency_col``, ``adjacency_values``, int32
+indices); version 1 files (sparse COO ``adjacency_indices`` / ``adjacency_values``, or a dense
+``adjacency``) still load, converted to CSR.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -16,28 +20,26 @@ from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_path
 from ..errors import FileFormatError
+from .adjacency import to_csr
 from .graph import Graph, TargetInfo
 from .nodes import NodeKind, kind_mask
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _KEY = "tl_circuits"
 
 
 def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
     """Write ``graph`` to ``path`` (temporary file, then rename)."""
-    adj = graph.adjacency
+    adj = to_csr(graph.adjacency)
     tensors: dict[str, torch.Tensor] = {
         "node_kind": graph.node_kind, "node_layer": graph.node_layer,
         "node_position": graph.node_position, "node_index": graph.node_index,
         "activations": graph.activations, "target_vectors": graph.target_vectors,
         "rows_computed": graph.rows_computed,
     }
-    if adj.is_sparse:
-        adj = adj.coalesce()
-        tensors["adjacency_indices"] = adj.indices()
-        tensors["adjacency_values"] = adj.values()
-    else:
-        tensors["adjacency"] = adj
+    tensors["adjacency_crow"] = adj.crow_indices()
+    tensors["adjacency_col"] = adj.col_indices()
+    tensors["adjacency_values"] = adj.values()
     header = {
         "format_version": FORMAT_VERSION,
         "library_version": _library_version(),
@@ -84,21 +86,15 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
     n = int(header["n_nodes"])
     missing = {"node_kind", "node_layer", "node_position", "node_index", "activations",
                "target_vectors", "rows_computed"} - set(tensors)
-    if missing or not ("adjacency" in tensors or "adjacency_indices" in tensors):
+    if missing or not {"adjacency", "adjacency_indices", "adjacency_crow"} & set(tensors):
         raise FileFormatError(
             f"{os.fspath(path)!r} lacks the tensors {sorted(missing) or ['adjacency']}; it is not "
             "a complete tl_circuits graph: re-create it with graph.save()"
         )
     _check_node_tables(path, tensors, n)
     try:
-        if "adjacency" in tensors:
-            adjacency = tensors["adjacency"]
-        else:  # a shared file is untrusted: check the indices before any sparse kernel runs
-            adjacency = torch.sparse_coo_tensor(
-                tensors["adjacency_indices"], tensors["adjacency_values"], (n, n),
-                check_invariants=True,
-            ).coalesce()
-    except (RuntimeError, ValueError) as err:
+        adjacency = _adjacency(tensors, n)
+    except (RuntimeError, ValueError, KeyError) as err:
         raise FileFormatError(
             f"{os.fspath(path)!r} holds an invalid adjacency ({err}); re-create it with graph.save()"
         ) from err
@@ -118,6 +114,26 @@ def load_graph(path: str | os.PathLike[str]) -> Graph:
         settings=dict(header["settings"]), rows_computed=tensors["rows_computed"],
         supernodes=supernodes,
     )
+
+
+def _adjacency(tensors: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+    """The file's adjacency as CSR. A shared file is untrusted: the indices are checked (torch's
+    sparse invariants) before any sparse kernel runs on them."""
+    if "adjacency_crow" in tensors:  # version 2
+        crow, col = tensors["adjacency_crow"], tensors["adjacency_col"]
+        if crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
+            raise ValueError(f"CSR indices of dtypes {crow.dtype} and {col.dtype}; expected int32 or int64")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return to_csr(torch.sparse_csr_tensor(crow, col, tensors["adjacency_values"], (n, n),
+                                                  check_invariants=True))
+    if "adjacency" in tensors:  # version 1, dense
+        if tuple(tensors["adjacency"].shape) != (n, n):
+            raise ValueError(f"a dense adjacency of shape {tuple(tensors['adjacency'].shape)} for {n} nodes")
+        return to_csr(tensors["adjacency"])
+    return to_csr(torch.sparse_coo_tensor(  # version 1, sparse COO
+        tensors["adjacency_indices"], tensors["adjacency_values"], (n, n), check_invariants=True,
+    ))
 
 
 def _check_node_tables(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], n: int) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from .._atomic import atomic_path
 from ..errors import ConfigError
-from .influence import coalesced
+from .adjacency import edge_list
 from .nodes import NodeKind
 
 if TYPE_CHECKING:
@@ -67,9 +67,8 @@ def plot_graph(
 
     n_pos = max(len(g.tokens), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * n_pos + 2), max(4.0, 0.8 * (n_layers + 2) + 1.5)))
-    adj = coalesced(g.adjacency)
-    rows, cols = adj.indices()
-    vals = adj.values().double()
+    rows, cols, vals = edge_list(g.adjacency)
+    vals = vals.double()
     if vals.numel():
         order = vals.abs().argsort(descending=True)[:max_edges].flip(0)  # strongest drawn last
         rows, cols, vals = rows[order], cols[order], vals[order]
@@ -100,7 +99,7 @@ def plot_graph(
     ax.grid(axis="y", alpha=0.2)
     scores = g.scores()
     ax.set_title(title or (
-        f"{g.n_features} features, {int(adj.values().numel())} edges | replacement "
+        f"{g.n_features} features, {g.adjacency._nnz()} edges | replacement "
         f"{scores['replacement']:.2f}, completeness {scores['completeness']:.2f}"
     ), fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)

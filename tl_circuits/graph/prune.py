@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from ..errors import ConfigError
-from .influence import abs_entries, coalesced, influence_from_edges, row_normalize_, target_seed
+from .influence import abs_entries, influence_from_edges, row_normalize_, target_seed
 from .influence import node_influence as _node_influence
 from .nodes import NodeKind, kind_mask
 from .scores import graph_scores
@@ -44,7 +44,7 @@ class PruneResult(NamedTuple):
     edge_cols: torch.Tensor
     edge_mask: Bool[torch.Tensor, " nnz"]
     node_influence: Float[torch.Tensor, " n_nodes"]
-    #: Position of each listed edge among the coalesced adjacency's stored entries.
+    #: Position of each listed edge among the adjacency's stored entries (row-major).
     edge_entries: torch.Tensor
 
 
@@ -90,7 +90,7 @@ def prune_masks(graph: Graph, node_threshold: float = 0.8, edge_threshold: float
     inside = (node_mask[e_rows] & node_mask[e_cols]).nonzero().flatten()
     e_rows, e_cols = e_rows[inside], e_cols[inside]
     entries = inside if entries is None else entries[inside]
-    stored = coalesced(graph.adjacency).values()
+    stored = graph.adjacency.values()
     p_vals = row_normalize_(e_rows, stored[entries].abs().to(torch.float64), n)
     pruned_influence = influence_from_edges(e_rows, e_cols, p_vals, seed) + seed
     scores = p_vals.mul_(pruned_influence[e_rows])  # in place: p_vals is not needed again
@@ -126,7 +126,7 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     feature_ids = graph.indices(NodeKind.FEATURE)
     kept_features = feature_ids[result.node_mask[feature_ids]]
     scores = graph_scores(graph, keep_features=kept_features)
-    adj = coalesced(graph.adjacency)
+    adj = graph.adjacency
     pruning = {
         "node_threshold": node_threshold, "edge_threshold": edge_threshold,
         "n_nodes_full": graph.n_nodes, "n_edges_full": int(adj.values().count_nonzero()),

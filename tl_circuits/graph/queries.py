@@ -11,7 +11,8 @@ import torch
 from jaxtyping import Int
 
 from ..errors import ConfigError
-from .influence import coalesced, node_influence, normalized_edges
+from .adjacency import edge_list
+from .influence import node_influence, normalized_edges
 from .nodes import KIND_NAMES, NodeKind, kind_mask
 
 if TYPE_CHECKING:
@@ -121,9 +122,8 @@ def neighbourhood(graph: Graph, node_ids: Iterable[int], hops: int = 1) -> Int[t
     mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
     for i in node_ids:
         mask[node_id(graph, i)] = True
-    adj = coalesced(graph.adjacency)
-    rows, cols = adj.indices()
-    nonzero = adj.values() != 0
+    rows, cols, vals = edge_list(graph.adjacency)
+    nonzero = vals != 0
     rows, cols = rows[nonzero], cols[nonzero]
     for _ in range(hops):
         grow = mask.clone()

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Bool, Int
 
 from ..errors import ConfigError
-from .influence import coalesced
+from .adjacency import csr_from_counts, edge_list
 from .nodes import NodeKind, feature_rank, kind_mask
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ def restrict(
 
     Args:
         keep: node ids (any order, repeats ignored) or a bool mask over the nodes.
-        entry_mask: one bool per stored entry of the coalesced adjacency; only the entries it
-            marks are kept (how pruning drops edges between kept nodes).
+        entry_mask: one bool per stored entry of the adjacency (row-major order); only the
+            entries it marks are kept (how pruning drops edges between kept nodes).
         settings_update: merged into a copy of ``graph.settings``.
 
     Kept nodes keep their relative order; target numbers are renumbered 0, 1, ... in that order
@@ -67,9 +67,7 @@ def restrict(
     new_id = torch.full((n,), -1, dtype=torch.long)
     new_id[keep] = torch.arange(keep.numel())
 
-    adj = coalesced(graph.adjacency)
-    rows, cols = adj.indices()
-    vals = adj.values()
+    rows, cols, vals = edge_list(graph.adjacency)
     inside = (new_id[rows] >= 0) & (new_id[cols] >= 0)
     if entry_mask is not None:
         if entry_mask.shape != inside.shape:
@@ -79,12 +77,13 @@ def restrict(
             )
         inside &= entry_mask
     k = keep.numel()
-    # Monotone relabelling keeps the coalesced (row-major sorted) order, and every new id is in
-    # range, so the invariants hold by construction (unchecked, and no warning that they are not).
-    adjacency = torch.sparse_coo_tensor(
-        torch.stack([new_id[rows[inside]], new_id[cols[inside]]]), vals[inside], (k, k),
-        is_coalesced=True, check_invariants=False,
-    )
+    # Monotone relabelling keeps the row-major order (rows, then columns, sorted and unique), so
+    # the CSR invariants hold by construction.
+    at = inside.nonzero().flatten()
+    del inside
+    counts = torch.bincount(new_id[rows[at]], minlength=k)
+    adjacency = csr_from_counts(counts, new_id[cols[at]], vals[at], k)
+    del at, rows
 
     kind, index = graph.node_kind[keep], graph.node_index[keep].clone()
     kept_features = feature_rank(graph.node_kind)[keep][kind_mask(kind, NodeKind.FEATURE)]

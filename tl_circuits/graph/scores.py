@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Bool, Float, Int
 
-from .influence import CHUNK, coalesced, influence_from_edges, row_normalize_, target_seed
+from .adjacency import edge_list
+from .influence import CHUNK, influence_from_edges, row_normalize_, target_seed
 from .nodes import NodeKind, kind_mask
 
 if TYPE_CHECKING:
@@ -42,9 +43,7 @@ def graph_scores(
             scores).
     """
     n = graph.n_nodes
-    adj = coalesced(graph.adjacency)
-    rows, cols = adj.indices()
-    vals = adj.values()
+    rows, cols, vals = edge_list(graph.adjacency)
     is_error = kind_mask(graph.node_kind, NodeKind.ERROR)
     is_token = kind_mask(graph.node_kind, NodeKind.TOKEN)
     seed = target_seed(graph)
@@ -119,7 +118,7 @@ def _fold(
         live = ~dropped[r]
         r, c, v = r[live], c[live], v[live]
         moved = merges[c]
-        key = r[moved] * n_all + target_of[c[moved]]
+        key = r[moved].long() * n_all + target_of[c[moved]]
         merged_keys, inverse = torch.unique(key, return_inverse=True)
         merged = torch.zeros(merged_keys.numel(), dtype=torch.float64).index_add_(0, inverse, v[moved])
         for part_r, part_c, part_v in ((r[~moved], c[~moved], v[~moved]),

@@ -31,7 +31,8 @@ class Host(Protocol):
     - ``tokenizer``: the model's Hugging Face tokenizer (or None), which training reads to cut
       texts into contexts;
     - ``bfloat16_copy()``: a host of a bfloat16 copy of the model (the model itself untouched),
-      which training runs its forward passes on when asked to (``bfloat16_model=True``).
+      which training runs its forward passes on when asked to (``bfloat16_model=True``);
+    - ``cast_copy(dtype)``: the same in any dtype (``attribute(..., dtype=...)``).
     """
 
     n_layers: int

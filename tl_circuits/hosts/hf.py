@@ -64,7 +64,11 @@ class HFHost(TokenizerMixin):
 
     def bfloat16_copy(self) -> HFHost:
         """An ``HFHost`` of a bfloat16 deep copy of the Hugging Face model (tokenizer shared)."""
-        return HFHost(copy.deepcopy(self.hf_model).to(torch.bfloat16), self.tokenizer)
+        return self.cast_copy(torch.bfloat16)
+
+    def cast_copy(self, dtype: torch.dtype) -> HFHost:
+        """An ``HFHost`` of a deep copy of the Hugging Face model in ``dtype`` (tokenizer shared)."""
+        return HFHost(copy.deepcopy(self.hf_model).to(dtype), self.tokenizer)
 
     def has_hook(self, name: str) -> bool:
         return name in self.sites.hook_names

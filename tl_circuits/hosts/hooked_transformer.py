@@ -57,6 +57,10 @@ class HookedTransformerHost(TokenizerMixin):
 
     def bfloat16_copy(self) -> HookedTransformerHost:
         """This host's kind on a bfloat16 deep copy of the model (the tokenizer shared, not copied)."""
+        return self.cast_copy(torch.bfloat16)
+
+    def cast_copy(self, dtype: torch.dtype) -> HookedTransformerHost:
+        """This host's kind on a deep copy of the model in ``dtype`` (the tokenizer shared)."""
         tokenizer = self.model.tokenizer
         self.model.tokenizer = None
         try:
@@ -66,7 +70,7 @@ class HookedTransformerHost(TokenizerMixin):
         fast.tokenizer = tokenizer
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return type(self)(fast.to(torch.bfloat16))
+            return type(self)(fast.to(dtype))
 
     def has_hook(self, name: str) -> bool:
         return name in self._hook_names

@@ -110,13 +110,15 @@ def run_replacement(
     batch: int = 1,
     extra: Sequence[tuple[str, HookFn]] = (),
     batched_patterns: bool = True,
+    pattern_dtype: torch.dtype | None = None,
 ) -> ReplacementState:
     """One forward pass of the replacement model over ``batch`` copies of ``tokens``;
     ``batched_patterns``: frozen attention products take :mod:`.frozen_attention`'s backward
     pass (False: plain detached patterns, the reference); ``extra``: more hooks, run after the
-    replacement's at their sites."""
+    replacement's at their sites; ``pattern_dtype``: the batched backward pass holds the frozen
+    patterns in this dtype (None: as computed; :class:`.frozen_attention.PatternScope`)."""
     state = ReplacementState(logits=torch.empty(0, 0, 0))
-    state.patterns = PatternScope() if batched_patterns else None
+    state.patterns = PatternScope(storage=pattern_dtype) if batched_patterns else None
     batched = tokens.to(host.device).unsqueeze(0).expand(batch, -1)
     with torch.enable_grad(), replacement_hooks(host, transcoders, state, extra=extra,
                                                  patterns=state.patterns):

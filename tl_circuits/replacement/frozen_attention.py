@@ -14,6 +14,11 @@ pattern in the forward pass):
   :limit]`` (rows grouped by prefix, :mod:`tl_circuits.attribution.engine`);
 - ``P^T`` is upper triangular: the product skips its zero blocks (key blocks of 256).
 
+Patterns are held for the backward pass as computed (exact), or in a compact dtype when the
+scope's ``storage`` says so (``torch.bfloat16`` or ``torch.float16``: half the memory; each block
+is cast back to the gradients' dtype as the product reads it). The forward product always uses
+the pattern as computed, so the forward values stay the model's own.
+
 The freeze hook (:func:`frozen_pattern_hook`) returns the detached pattern as a
 :class:`FrozenPattern`, a tensor subclass whose only difference is that ``pattern @ v`` (``@``,
 ``torch.matmul``, ``Tensor.matmul``) goes through :class:`FrozenProduct`; the host's own attention
@@ -43,10 +48,12 @@ class PatternScope:
     ``limit``: the read-outs of the backward pass now running stop before this position (None:
     the whole prompt); ``frozen`` / ``routed``: patterns frozen, and products that went through
     :class:`FrozenProduct` (equal when every pattern takes the batched backward); ``noncausal``:
-    routed patterns with weight above the diagonal (the prefix limit does not apply to them).
+    routed patterns with weight above the diagonal (the prefix limit does not apply to them);
+    ``storage``: the dtype patterns are held in for the backward pass (None: as computed).
     """
 
     limit: int | None = None
+    storage: torch.dtype | None = None
     frozen: int = 0
     routed: int = 0
     noncausal: int = 0
@@ -63,17 +70,18 @@ class PatternScope:
 
 def _vjp(pattern: torch.Tensor, grad: torch.Tensor, limit: int, causal: bool) -> torch.Tensor:
     """``P^T @ grad`` over ``[..., q, k] x [..., q, c] -> [..., k, c]``; with ``causal`` only the
-    first ``limit`` positions, and per block of keys only the queries at or after it."""
+    first ``limit`` positions, and per block of keys only the queries at or after it. A pattern
+    held in another dtype (``PatternScope.storage``) is cast to ``grad``'s block by block."""
     n = pattern.shape[-1]
     if not causal:
-        return pattern.transpose(-1, -2) @ grad
+        return pattern.transpose(-1, -2).to(grad.dtype) @ grad
     limit = min(limit, n)
     out = grad.new_empty(*grad.shape[:-2], n, grad.shape[-1])
     out[..., limit:, :] = 0
     for lo in range(0, limit, _BLOCK):
         hi = min(lo + _BLOCK, limit)
         # keys lo..hi are seen by queries lo..limit only
-        torch.matmul(pattern[..., lo:limit, lo:hi].transpose(-1, -2), grad[..., lo:limit, :],
+        torch.matmul(pattern[..., lo:limit, lo:hi].transpose(-1, -2).to(grad.dtype), grad[..., lo:limit, :],
                      out=out[..., lo:hi, :])
     return out
 
@@ -114,14 +122,18 @@ class FrozenProduct(torch.autograd.Function):
         n = pattern.shape[-1]
         ctx.causal = pattern.shape[-2] == n and not bool(torch.triu(pattern, 1).any())
         scope.noncausal += not ctx.causal
+        # a pattern already held compact (a prefix pass's view of a kept one) is cast for the product
+        out = (pattern if pattern.dtype == v.dtype else pattern.to(v.dtype)) @ v
+        if scope.storage is not None and scope.storage != pattern.dtype:
+            pattern = pattern.to(scope.storage)  # the computed one is freed with the host's step
         ctx.save_for_backward(pattern)
         ctx.pattern = pattern  # for the forward-mode rule (head loadings push tangents through)
-        return pattern @ v
+        return out
 
     @staticmethod
     def jvp(ctx: Any, pattern_t: Any, v_t: torch.Tensor, scope_t: Any) -> torch.Tensor:
         """Forward mode: the pattern is a constant, so the tangent is ``pattern @ v_t``."""
-        return ctx.pattern @ v_t
+        return ctx.pattern.to(v_t.dtype) @ v_t
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:

@@ -55,17 +55,51 @@ def check_compatible(host: Host, transcoders: Transcoders) -> None:
             )
 
 
-def prepare(model: Any, transcoders: Any) -> tuple[Host, Transcoders]:
+def prepare(model: Any, transcoders: Any, *, dtype: torch.dtype | str | None = None) -> tuple[Host, Transcoders]:
     """The host of ``model`` and a copy of ``transcoders`` on its device and in its dtype.
 
     ``model`` is anything :func:`~tl_circuits.hosts.as_host` adapts, ``transcoders`` anything
     :func:`~tl_circuits.transcoders.as_transcoders` accepts. Raises ConfigError when the set does
     not fit the model (:func:`check_compatible`). The user's transcoders are never changed.
+    ``dtype`` (see :func:`run_dtype`) other than the model's: the host of a cast copy of the
+    model (the user's model is never changed either).
     """
     host = as_host(model)
     found = as_transcoders(transcoders)
     check_compatible(host, found)
+    want = run_dtype(dtype)
+    if want is not None and want != host.dtype:
+        cast = getattr(host, "cast_copy", None)
+        if cast is None:
+            raise ConfigError(
+                f"dtype={dtype!r} needs a cast copy of the model, which a {type(host).__name__} "
+                f"cannot make; cast the model yourself (its dtype is {host.dtype}) and leave dtype='model'"
+            )
+        host = cast(want)
     return host, found.to(device=host.device, dtype=host.dtype)
+
+
+#: Names ``run_dtype`` reads (what the command line passes).
+DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+               "float16": torch.float16}
+
+
+def run_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """The dtype a run asks for: None for the model's own (``None`` or ``"model"``), else a
+    floating torch dtype (given as one or by name: ``"bfloat16"``, ``"float32"``, ...).
+
+    Example:
+        >>> run_dtype("bfloat16"), run_dtype("model")
+        (torch.bfloat16, None)
+    """
+    if dtype is None or dtype == "model":
+        return None
+    if isinstance(dtype, str) and dtype in DTYPE_NAMES:
+        return DTYPE_NAMES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    raise ConfigError(f"dtype must be 'model' (the model's own) or a floating dtype "
+                      f"({', '.join(DTYPE_NAMES)} or a torch dtype), got {dtype!r}")
 
 
 def read_prompt(host: Host, prompt: PromptLike, *, prepend_bos: bool = True) -> EncodedPrompt:

@@ -25,7 +25,8 @@ from jaxtyping import Float
 
 from .._atomic import atomic_path
 from ..errors import ConfigError, FileFormatError
-from ..graph.influence import coalesced, cumulative_share, node_influence, target_seed
+from ..graph.adjacency import edge_list
+from ..graph.influence import cumulative_share, node_influence, target_seed
 from ..graph.nodes import NodeKind, feature_rank, kind_mask
 
 if TYPE_CHECKING:
@@ -168,9 +169,8 @@ def graph_to_json(
         node["clerp"] = labels.get(node["node_id"], node["clerp"])
         ids[i] = node["node_id"]
         nodes.append(node)
-    adj = coalesced(g.adjacency)
-    rows, cols = adj.indices()
-    weights = adj.values().to(torch.float64)
+    rows, cols, weights = edge_list(g.adjacency)
+    weights = weights.to(torch.float64)
     stored = weights != 0
     links = [{"source": ids[c], "target": ids[r], "weight": w}
              for r, c, w in zip(rows[stored].tolist(), cols[stored].tolist(), weights[stored].tolist())]
