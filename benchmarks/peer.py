@@ -79,7 +79,9 @@ def export(model, transcoders, tokens: list[int], out: Path, args) -> None:
 
 class Worker:
     def __init__(self, python: str, impl: str, export_dir: Path):
-        env = dict(os.environ, PYTHONPATH="", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        # ours imports tl_circuits from this checkout (not whichever one is installed)
+        path = str(HERE.parent) if impl == "ours" else ""
+        env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.proc = subprocess.Popen(
             [python, str(HERE / "_worker.py"), impl, str(export_dir)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, env=env, cwd=str(HERE),

@@ -14,6 +14,11 @@ pattern in the forward pass):
   :limit]`` (rows grouped by prefix, :mod:`tl_circuits.attribution.engine`);
 - ``P^T`` is upper triangular: the product skips its zero blocks (key blocks of 256).
 
+A chunk's backward pass can also run on a forward pass of its prefix only
+(:func:`~tl_circuits.replacement.frozen.run_prefix`): there the pattern hook
+(:func:`prefix_pattern_hook`) hands the host the prompt's own frozen pattern cut to the prefix, a
+view that shares its memory.
+
 The freeze hook (:func:`frozen_pattern_hook`) returns the detached pattern as a
 :class:`FrozenPattern`, a tensor subclass whose only difference is that ``pattern @ v`` (``@``,
 ``torch.matmul``, ``Tensor.matmul``) goes through :class:`FrozenProduct`; the host's own attention
@@ -24,7 +29,7 @@ takes another road the scope counts it, and the engine keeps the plain path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -43,13 +48,15 @@ class PatternScope:
     ``limit``: the read-outs of the backward pass now running stop before this position (None:
     the whole prompt); ``frozen`` / ``routed``: patterns frozen, and products that went through
     :class:`FrozenProduct` (equal when every pattern takes the batched backward); ``noncausal``:
-    routed patterns with weight above the diagonal (the prefix limit does not apply to them).
+    routed patterns with weight above the diagonal (the prefix limit does not apply to them);
+    ``kept``: the prompt's frozen patterns by hook site, which prefix passes take views of.
     """
 
     limit: int | None = None
     frozen: int = 0
     routed: int = 0
     noncausal: int = 0
+    kept: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def all_routed(self) -> bool:
@@ -158,11 +165,33 @@ class FrozenPattern(torch.Tensor):
         return out
 
 
-def frozen_pattern_hook(scope: PatternScope) -> HookFn:
-    """The freeze hook for attention patterns: the detached pattern, as a :class:`FrozenPattern`."""
+def frozen_pattern_hook(scope: PatternScope, site: str | None = None) -> HookFn:
+    """The freeze hook for attention patterns: the detached pattern, as a :class:`FrozenPattern`
+    (kept in ``scope.kept[site]`` when ``site`` is given, for :func:`prefix_pattern_hook`)."""
 
     def hook(x: Float[torch.Tensor, "batch head q k"]) -> torch.Tensor:
         out = x.detach().as_subclass(FrozenPattern)
+        out._scope = scope
+        scope.frozen += 1
+        if site is not None:  # a plain tensor (the same memory): no cycle through ``_scope``
+            scope.kept[site] = x.detach()
+        return out
+
+    hook.is_freeze = True  # type: ignore[attr-defined]  # a freeze, for hosts that only allow freezes
+    return hook
+
+
+def prefix_pattern_hook(scope: PatternScope, site: str) -> HookFn:
+    """The pattern hook of a forward pass over the first ``n`` positions of the prompt whose
+    patterns ``scope`` kept: the kept pattern at ``site`` cut to ``[..., :n, :n]`` (a view; the
+    prefix's own pattern is the same matrix, causal attention sees no later key)."""
+
+    def hook(x: Float[torch.Tensor, "batch head q k"]) -> torch.Tensor:
+        kept = scope.kept.get(site)
+        n = x.shape[-1]
+        if kept is None or kept.shape[:-2] != x.shape[:-2] or x.shape[-2] != n or kept.shape[-1] < n:
+            raise ValueError(f"no frozen pattern of the whole prompt fits {site!r} {tuple(x.shape)}")
+        out = kept[..., :n, :n].as_subclass(FrozenPattern)
         out._scope = scope
         scope.frozen += 1
         return out
