@@ -135,7 +135,10 @@ class FrozenProduct(torch.autograd.Function):
         (pattern,) = ctx.saved_tensors
         limit = ctx.scope.limit
         n = pattern.shape[-1]
-        return None, frozen_pattern_vjp(pattern, grad, n if limit is None else limit, ctx.causal), None
+        # the registered operator, looked up when called: the Python object holds a dispatcher
+        # handle that nnsight cannot serialize when tl_circuits travels by value (remote traces)
+        vjp = torch.ops.tl_circuits.frozen_pattern_vjp
+        return None, vjp(pattern, grad, n if limit is None else limit, ctx.causal), None
 
 
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
