@@ -27,7 +27,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def backward(request, monkeypatch):
     """Every backward strategy of the row engine: the batched one (frozen patterns' products with
     the read-outs as columns, on the chunk's causal prefix, in key blocks of 2 positions here so
-    that tiny prompts cross several blocks), with chunks in order or grouped by layer
+    that tiny prompts cross several blocks, and on forward passes of prefixes in steps of 2 or 3
+    positions, ``engine.PREFIX_STEP``), with chunks in order or grouped by layer
     (``engine.GROUP_FROM``), and the reference ones (``engine.REFERENCE``): one
     pass vmapped over a chunk of read-outs, and one pass per read-out (``engine.VMAP_BELOW``)."""
     from tl_circuits.attribution import engine
@@ -35,9 +36,10 @@ def backward(request, monkeypatch):
 
     if request.param in ("batched", "grouped"):
         monkeypatch.setattr(frozen_attention, "_BLOCK", 2)
+        monkeypatch.setattr(engine, "PREFIX_STEP", 2 if request.param == "batched" else 3)
     if request.param == "grouped":  # chunks of one layer, as long prompts get them
         monkeypatch.setattr(engine, "GROUP_FROM", 0)
-    else:
+    elif request.param != "batched":
         monkeypatch.setattr(engine, "REFERENCE", True)
     if request.param == "looped":
         monkeypatch.setattr(engine, "VMAP_BELOW", 0)

@@ -10,7 +10,7 @@ import tl_circuits as tc
 from tests.core.tiny import FAMILIES, tiny_model, tiny_set
 from tl_circuits.attribution import engine
 from tl_circuits.hosts import as_host
-from tl_circuits.replacement import frozen_attention, run_replacement
+from tl_circuits.replacement import frozen, frozen_attention, run_replacement
 from tl_circuits.replacement.frozen_attention import PatternScope, frozen_pattern_vjp
 
 #: 20 tokens: longer than the query blocks set below, features at every position.
@@ -61,10 +61,24 @@ def _dense_rows(graph):
     return graph.adjacency.to_dense()[graph.rows_computed]
 
 
-def _both(model, transcoders, monkeypatch, **kw):
-    """(batched graph, reference graph) of the long prompt."""
+def _both(model, transcoders, monkeypatch, prefix_step=4, **kw):
+    """(batched graph, reference graph) of the long prompt; the batched one runs backward passes
+    on forward passes of prefixes in steps of ``prefix_step`` positions (checked to happen)."""
     monkeypatch.setattr(frozen_attention, "_BLOCK", 4)
-    fast = tc.attribute(model, transcoders, LONG_PROMPT, progress=False, **kw)
+    monkeypatch.setattr(engine, "PREFIX_STEP", prefix_step)
+    lengths = []
+    run_prefix = frozen.run_prefix
+
+    def counted(host, transcoders, tokens, patterns):
+        lengths.append(len(tokens))
+        return run_prefix(host, transcoders, tokens, patterns)
+
+    with monkeypatch.context() as m:
+        m.setattr(frozen, "run_prefix", counted)
+        fast = tc.attribute(model, transcoders, LONG_PROMPT, progress=False, **kw)
+    if prefix_step < len(LONG_PROMPT):
+        assert lengths and all(n % prefix_step == 0 and n < len(LONG_PROMPT) for n in lengths)
+        assert len(set(lengths)) == len(lengths)  # one forward pass per prefix length
     with monkeypatch.context() as m:
         m.setattr(engine, "REFERENCE", True)
         ref = tc.attribute(model, transcoders, LONG_PROMPT, progress=False, **kw)
@@ -117,3 +131,64 @@ def test_every_host_routes_its_patterns_and_matches_the_reference(kind, tmp_path
         assert state.patterns is not None and state.patterns.all_routed
         fast, ref = _both(model, transcoders, monkeypatch, batch_size=7)
     _assert_equal_graphs(fast, ref)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_pass_is_the_prompts_pass_cut_short_and_shares_its_patterns(family, monkeypatch):
+    model = tiny_model(family, seed=5)
+    transcoders = tiny_set("topk_skip", seed=1)
+    state = run_replacement(as_host(model), transcoders, torch.tensor(LONG_PROMPT))
+    assert state.prefix is not None and state.patterns is not None
+    kept = dict(state.patterns.kept)
+    assert len(kept) == 3
+    part = state.prefix(7)
+    assert part.patterns is state.patterns
+    assert all(state.patterns.kept[k] is v for k, v in kept.items())  # the prompt's, kept
+    assert state.patterns.all_routed and state.patterns.causal
+    for layer in transcoders.layers:
+        assert torch.allclose(part.x_in[layer], state.x_in[layer][:, :7], rtol=0, atol=1e-12)
+        assert torch.allclose(part.writes[layer], state.writes[layer][:, :7], rtol=0, atol=1e-12)
+    assert torch.allclose(part.resid_final, state.resid_final[:, :7], rtol=0, atol=1e-12)
+    assert part.embed is not None and part.embed.shape[1] == 7 and part.embed.requires_grad
+    # the prefix's patterns are views of the prompt's: a product reads the same memory
+    seen = []
+    original = frozen_attention.FrozenProduct.forward
+
+    def spy(ctx, pattern, v, scope):
+        seen.append(pattern)
+        return original(ctx, pattern, v, scope)
+
+    monkeypatch.setattr(frozen_attention.FrozenProduct, "forward", staticmethod(spy))
+    state.prefix(5)
+    assert len(seen) == 3
+    assert {p.untyped_storage().data_ptr() for p in seen} == {p.untyped_storage().data_ptr() for p in kept.values()}
+    assert all(p.shape[-2:] == (5, 5) for p in seen)
+
+
+def test_prefix_hook_refuses_a_pattern_it_did_not_keep():
+    scope = PatternScope()
+    hook = frozen_attention.prefix_pattern_hook(scope, "blocks.0.attn.hook_pattern")
+    with pytest.raises(ValueError, match="no frozen pattern"):
+        hook(torch.zeros(1, 2, 3, 3))
+
+
+@pytest.mark.parametrize(("family", "grouped"), [
+    pytest.param(f, g, marks=() if (f, g) == ("llama", True) else pytest.mark.slow)
+    for f in FAMILIES for g in (False, True)])  # the fast suite: tests/conftest.py's `backward`
+def test_prefix_passes_match_brute_force_on_a_long_prompt(family, grouped, monkeypatch):
+    """Every edge of rows at many positions of a prompt past the grouping threshold, computed on
+    prefix passes of 3-position steps, against perturbation in the frozen model (a small feature
+    pool keeps the brute force's columns few)."""
+    from tests.core.test_edges import assert_edges_match
+
+    if grouped:
+        monkeypatch.setattr(engine, "GROUP_FROM", len(LONG_PROMPT))
+    monkeypatch.setattr(engine, "PREFIX_STEP", 3)
+    monkeypatch.setattr(frozen_attention, "_BLOCK", 2)
+    model = tiny_model(family, seed=11)
+    transcoders = tiny_set("jumprelu_skip", seed=4)
+    graph = tc.attribute(model, transcoders, LONG_PROMPT, batch_size=6, max_feature_nodes=60,
+                         feature_pool=80, progress=False)
+    feats = graph.rows_computed[graph.node_kind[graph.rows_computed] == 0]
+    assert len(set(graph.node_position[feats].tolist())) >= 6
+    assert_edges_match(model, transcoders, graph)

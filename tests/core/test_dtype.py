@@ -98,6 +98,10 @@ def test_compact_patterns_are_what_the_backward_pass_holds():
         held = _saved_patterns(state.logits.grad_fn)
         assert len(held) == model.cfg.n_layers
         assert {t.dtype for t in held} == {dtype or torch.float64}
+        # the patterns kept for prefix passes are the very tensors the products hold: one copy
+        kept = state.patterns.kept
+        assert len(kept) == model.cfg.n_layers
+        assert {t.data_ptr() for t in kept.values()} == {t.data_ptr() for t in held}
 
 
 def _saved_patterns(fn) -> list[torch.Tensor]:

@@ -7,8 +7,10 @@ read-outs, and each chunk is one backward pass vmapped over its read-outs
 (``torch.func.vmap`` over ``torch.autograd.grad``). The frozen attention products take the
 backward pass of :mod:`tl_circuits.replacement.frozen_attention`: the read-outs become columns of
 one product with each pattern (no copy of it), and the pass runs on the chunk's causal prefix only
-(positions up to its last read-out; chunks hold rows sorted by layer and position). The gradients
-at the write sites are contracted with every source's write vector.
+(positions up to its last read-out; chunks hold rows sorted by layer and position): on a forward
+pass of that prefix (rounded up to ``PREFIX_STEP`` positions, made once per length, its patterns
+views of the prompt's), so that the projections, norms and residual adds stop there too. The
+gradients at the write sites are contracted with every source's write vector.
 
 Where some pattern does not take that road (a host whose attention multiplies it otherwise, a
 remote trace) or with :data:`REFERENCE`, the straightforward passes are used: vmapped
@@ -45,6 +47,13 @@ VMAP_BELOW = 2**18
 #: chunks across layers 0.53 at 128 positions, 1.12 at 512; grouped by layer 0.40 at 512.
 GROUP_FROM = 256
 
+#: A chunk whose read-outs stop before position ``n - PREFIX_STEP`` runs its backward pass on a
+#: forward pass of its causal prefix only (rounded up to a multiple of ``PREFIX_STEP``; one such
+#: pass per length, kept for the engine's life, its patterns views of the prompt's): every layer's
+#: projections, norms and residual adds then cost the prefix, not the prompt. See
+#: docs/performance.md for the measured choice.
+PREFIX_STEP = 256
+
 #: True: the straightforward backward passes (plain detached patterns, no prefix), the reference
 #: the batched ones are tested against (graphs equal to float64 round-off).
 REFERENCE = False
@@ -80,6 +89,7 @@ class RowEngine:
         self.fast = state.patterns is not None and state.patterns.all_routed and not REFERENCE
         self.vmapped = self.fast or batch * layout.n_pos**2 < VMAP_BELOW
         self.n_layers = layout.n_layers
+        self._prefixes: dict[int, ReplacementState] = {}  # forward passes of prompt prefixes
         # What each feature writes, per output layer (activation * decoder row), padded by
         # position so that one batched product contracts a whole layer's features.
         self.writes: dict[int, dict[int, PaddedWrites]] | None = (
@@ -191,16 +201,39 @@ class RowEngine:
         finally:
             scope.limit = None
 
+    def _state_for(self, reads: ReadOuts) -> ReplacementState:
+        """The forward pass the read-outs' backward pass runs on: the prompt's, or (batched path,
+        causal patterns, read-outs at transcoder inputs or the final residual) that of the
+        shortest prefix in steps of ``PREFIX_STEP`` that holds them, made on first use."""
+        limit = self._limit(reads)
+        n_pos = self.layout.n_pos
+        if limit is None or self.state.prefix is None or any(la is not None and la < 0 for la in reads.layer):
+            return self.state
+        length = -(-limit // PREFIX_STEP) * PREFIX_STEP
+        if length >= n_pos:
+            return self.state
+        if length not in self._prefixes:
+            self._prefixes[length] = self.state.prefix(length)
+        return self._prefixes[length]
+
+    def _site(self, state: ReplacementState, site: int | None) -> Float[torch.Tensor, "batch pos d"]:
+        """:meth:`read_tensor` of the prompt's pass, or the same site of a prefix's."""
+        if state is self.state:
+            return self.read_tensor(site)
+        tensor = state.resid_final if site is None else state.x_in[site]
+        assert tensor is not None
+        return tensor
+
     def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
         """Gradients of the read-outs at every write site and at the embeddings (None where no
-        read-out reaches): one backward pass, vmapped over the read-outs when there are several."""
-        state = self.state
-        assert state.embed is not None
+        read-out reaches): one backward pass, vmapped over the read-outs when there are several.
+        The position axis is that of the pass they ran on (a prefix of the prompt, or all of
+        it); positions past the read-outs' last one hold zeros."""
         with self._prefix(reads):
-            return self._gradients_in_scope(reads)
+            return self._gradients_in_scope(reads, self._state_for(reads))
 
-    def _gradients_in_scope(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
-        state = self.state
+    def _gradients_in_scope(self, reads: ReadOuts,
+                            state: ReplacementState) -> list[Float[torch.Tensor, "b pos d"] | None]:
         assert state.embed is not None
         n = len(reads.pos)
         # Writes above the highest read-out's layer cannot reach it.
@@ -209,7 +242,7 @@ class RowEngine:
         none: list[Float[torch.Tensor, "b pos d"] | None] = [None] * (self.n_layers - top)
         outputs, grad_outputs = [], []
         for site in sorted(set(reads.layer), key=lambda la: -1 if la is None else la):
-            tensor = self.read_tensor(site)
+            tensor = self._site(state, site)
             here = [b for b, la in enumerate(reads.layer) if la == site]
             seed = tensor.new_zeros(n, *tensor.shape[1:])
             seed[here, [reads.pos[b] for b in here]] = reads.vectors[here].to(seed.dtype)

@@ -16,7 +16,7 @@ sites: what an intervened run (:mod:`.intervened`) holds fixed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from ..hosts.base import HookFn, Host
 from ..hosts.base import freeze as freeze_hook
 from ..transcoders import Transcoders
-from .frozen_attention import PatternScope, frozen_pattern_hook
+from .frozen_attention import PatternScope, frozen_pattern_hook, prefix_pattern_hook
 from .splice import error_term
 
 
@@ -37,7 +37,8 @@ class ReplacementState:
     ``errors`` and ``mlp_out`` are constants read off the first copy. ``frozen`` holds the values
     at the freeze sites (attention patterns, norm scales), kept by :func:`clean_run` only.
     ``patterns`` is shared with the frozen attention products (:mod:`.frozen_attention`) when
-    :func:`run_replacement` routes them through the batched backward pass.
+    :func:`run_replacement` routes them through the batched backward pass; then ``prefix(n)``
+    runs the same pass over the first ``n`` positions (:func:`run_prefix`).
     """
 
     logits: Float[torch.Tensor, "batch pos d_vocab"]
@@ -50,6 +51,7 @@ class ReplacementState:
     mlp_out: dict[int, Float[torch.Tensor, "pos d_model"]] = field(default_factory=dict)
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)
     patterns: PatternScope | None = None
+    prefix: Callable[[int], ReplacementState] | None = field(default=None, repr=False)
 
 
 @contextlib.contextmanager
@@ -78,7 +80,7 @@ def replacement_hooks(
             if keep_frozen:
                 hooks.append((name, _keep(state.frozen, name)))
             elif patterns is not None and name.endswith("hook_pattern"):
-                hooks.append((name, frozen_pattern_hook(patterns)))
+                hooks.append((name, frozen_pattern_hook(patterns, name)))
             else:
                 hooks.append((name, freeze_hook))
 
@@ -123,6 +125,58 @@ def run_replacement(
     with torch.enable_grad(), replacement_hooks(host, transcoders, state, extra=extra,
                                                  patterns=state.patterns):
         state.logits = host.forward(batched)
+    if state.patterns is not None and batch == 1 and not extra:
+        scope, full = state.patterns, tokens
+
+        def prefix(n: int) -> ReplacementState:
+            return run_prefix(host, transcoders, full[:n], scope)
+
+        state.prefix = prefix
+    return state
+
+
+def run_prefix(
+    host: Host, transcoders: Transcoders, tokens: Int[torch.Tensor, " n"], patterns: PatternScope
+) -> ReplacementState:
+    """The replacement model's forward pass over ``tokens``, the first ``n`` positions of the prompt
+    whose frozen patterns ``patterns`` kept, for backward passes that stop at position ``n``.
+
+    Causal attention makes position ``i`` of this pass the prompt's own: its frozen patterns are
+    views of the prompt's (:func:`~.frozen_attention.prefix_pattern_hook`, no new memory), norm
+    scales are frozen at their values here, and each MLP output is a constant except through the
+    transcoder's skip, as in :func:`run_replacement`. Only what the backward passes read is kept:
+    ``x_in``, ``writes``, ``embed``, ``resid_final`` (no encoding, no error terms; ``logits`` empty).
+    """
+    state = ReplacementState(logits=torch.empty(0, 0, 0), patterns=patterns)
+    hooks: list[tuple[str, HookFn]] = [
+        (name, prefix_pattern_hook(patterns, name) if name.endswith("hook_pattern") else freeze_hook)
+        for name in host.freeze_hook_names()]
+
+    def embed_hook(x: torch.Tensor) -> torch.Tensor:
+        state.embed = leaf = x.detach().requires_grad_(True)
+        return leaf
+
+    def splice(layer: int) -> HookFn:
+        def hook(y: torch.Tensor) -> torch.Tensor:
+            clean, x = y.detach(), state.x_in.get(layer)
+            if layer in transcoders.out_layers and transcoders.has_skip(layer) and x is not None:
+                skip = transcoders.skip(layer, x)
+                state.writes[layer] = clean + (skip - skip.detach())
+            else:
+                state.writes[layer] = clean.requires_grad_(True)
+            return state.writes[layer]
+
+        return hook
+
+    def final_hook(x: torch.Tensor) -> None:
+        state.resid_final = x
+
+    hooks.append((host.embed_hook(), embed_hook))
+    hooks += [(transcoders.hook_in(la), _record_input(state, la)) for la in transcoders.layers]
+    hooks += [(host.mlp_out_hook(la), splice(la)) for la in range(host.n_layers)]
+    hooks.append((host.resid_final_hook(), final_hook))
+    with torch.enable_grad(), host.hooks(hooks):
+        host.forward(tokens.to(host.device)[None])
     return state
 
 

@@ -19,6 +19,11 @@ scope's ``storage`` says so (``torch.bfloat16`` or ``torch.float16``: half the m
 is cast back to the gradients' dtype as the product reads it). The forward product always uses
 the pattern as computed, so the forward values stay the model's own.
 
+A chunk's backward pass can also run on a forward pass of its prefix only
+(:func:`~tl_circuits.replacement.frozen.run_prefix`): there the pattern hook
+(:func:`prefix_pattern_hook`) hands the host the prompt's own frozen pattern cut to the prefix, a
+view that shares its memory (of the compact copy when patterns are stored compact).
+
 The freeze hook (:func:`frozen_pattern_hook`) returns the detached pattern as a
 :class:`FrozenPattern`, a tensor subclass whose only difference is that ``pattern @ v`` (``@``,
 ``torch.matmul``, ``Tensor.matmul``) goes through :class:`FrozenProduct`; the host's own attention
@@ -29,7 +34,7 @@ takes another road the scope counts it, and the engine keeps the plain path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,7 +54,9 @@ class PatternScope:
     the whole prompt); ``frozen`` / ``routed``: patterns frozen, and products that went through
     :class:`FrozenProduct` (equal when every pattern takes the batched backward); ``noncausal``:
     routed patterns with weight above the diagonal (the prefix limit does not apply to them);
-    ``storage``: the dtype patterns are held in for the backward pass (None: as computed).
+    ``storage``: the dtype patterns are held in for the backward pass (None: as computed);
+    ``kept``: the prompt's frozen patterns by hook site (in ``storage``), which prefix passes take
+    views of.
     """
 
     limit: int | None = None
@@ -57,6 +64,9 @@ class PatternScope:
     frozen: int = 0
     routed: int = 0
     noncausal: int = 0
+    kept: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    #: compact copies of kept patterns by the computed pattern's address (one copy, not two)
+    compact: dict[int, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def all_routed(self) -> bool:
@@ -125,7 +135,8 @@ class FrozenProduct(torch.autograd.Function):
         # a pattern already held compact (a prefix pass's view of a kept one) is cast for the product
         out = (pattern if pattern.dtype == v.dtype else pattern.to(v.dtype)) @ v
         if scope.storage is not None and scope.storage != pattern.dtype:
-            pattern = pattern.to(scope.storage)  # the computed one is freed with the host's step
+            twin = scope.compact.get(pattern.data_ptr())  # the copy a prefix pass also reads
+            pattern = twin if twin is not None and twin.shape == pattern.shape else pattern.to(scope.storage)
         ctx.save_for_backward(pattern)
         ctx.pattern = pattern  # for the forward-mode rule (head loadings push tangents through)
         return out
@@ -140,7 +151,10 @@ class FrozenProduct(torch.autograd.Function):
         (pattern,) = ctx.saved_tensors
         limit = ctx.scope.limit
         n = pattern.shape[-1]
-        return None, frozen_pattern_vjp(pattern, grad, n if limit is None else limit, ctx.causal), None
+        # the registered operator, looked up when called: the Python object holds a dispatcher
+        # handle that nnsight cannot serialize when tl_circuits travels by value (remote traces)
+        vjp = torch.ops.tl_circuits.frozen_pattern_vjp
+        return None, vjp(pattern, grad, n if limit is None else limit, ctx.causal), None
 
 
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
@@ -170,11 +184,36 @@ class FrozenPattern(torch.Tensor):
         return out
 
 
-def frozen_pattern_hook(scope: PatternScope) -> HookFn:
-    """The freeze hook for attention patterns: the detached pattern, as a :class:`FrozenPattern`."""
+def frozen_pattern_hook(scope: PatternScope, site: str | None = None) -> HookFn:
+    """The freeze hook for attention patterns: the detached pattern, as a :class:`FrozenPattern`
+    (kept in ``scope.kept[site]`` when ``site`` is given, for :func:`prefix_pattern_hook`)."""
 
     def hook(x: Float[torch.Tensor, "batch head q k"]) -> torch.Tensor:
         out = x.detach().as_subclass(FrozenPattern)
+        out._scope = scope
+        scope.frozen += 1
+        if site is not None:  # a plain tensor (no cycle through ``_scope``), compact if stored so
+            kept = x.detach() if scope.storage is None else x.detach().to(scope.storage)
+            scope.kept[site] = kept
+            if scope.storage is not None:  # FrozenProduct saves this copy instead of a second one
+                scope.compact[x.data_ptr()] = kept
+        return out
+
+    hook.is_freeze = True  # type: ignore[attr-defined]  # a freeze, for hosts that only allow freezes
+    return hook
+
+
+def prefix_pattern_hook(scope: PatternScope, site: str) -> HookFn:
+    """The pattern hook of a forward pass over the first ``n`` positions of the prompt whose
+    patterns ``scope`` kept: the kept pattern at ``site`` cut to ``[..., :n, :n]`` (a view; the
+    prefix's own pattern is the same matrix, causal attention sees no later key)."""
+
+    def hook(x: Float[torch.Tensor, "batch head q k"]) -> torch.Tensor:
+        kept = scope.kept.get(site)
+        n = x.shape[-1]
+        if kept is None or kept.shape[:-2] != x.shape[:-2] or x.shape[-2] != n or kept.shape[-1] < n:
+            raise ValueError(f"no frozen pattern of the whole prompt fits {site!r} {tuple(x.shape)}")
+        out = kept[..., :n, :n].as_subclass(FrozenPattern)
         out._scope = scope
         scope.frozen += 1
         return out
