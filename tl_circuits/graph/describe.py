@@ -87,24 +87,26 @@ def n_edges(graph: Graph) -> int:
 
 
 def summarize(graph: Graph, pruned: Graph | None = None) -> list[str]:
-    """Short summary lines of a graph: prompt, top target, size, scores, strongest token path."""
+    """Short summary lines of a graph: prompt, top target, size, scores, strongest token path
+    (and the strongest one through features when that one passes none)."""
     small: Graph = graph if pruned is None else pruned
     top = graph.targets[0]
     scores = small.scores()
+    path = strongest_token_path(small)
     return [
         f"Prompt: {graph.prompt!r}",
         f"  top target: {top.label!r} (p = {top.probability:.2f})",
         f"  graph: {graph.n_nodes} nodes, {graph.n_features} active features; pruned: "
         f"{small.n_nodes} nodes, {n_edges(small)} edges",
         f"  replacement score {scores['replacement']:.2f}, completeness {scores['completeness']:.2f}",
-        f"  strongest path: {path_in_words(small, strongest_token_path(small))}",
-        *via_features_line(small),
+        f"  strongest path: {path_in_words(small, path)}",
+        *via_features_line(small, path),
     ]
 
 
-def via_features_line(graph: Graph) -> list[str]:
-    """The strongest path through features, as a summary line, where the strongest path has none."""
-    path = strongest_token_path(graph)
+def via_features_line(graph: Graph, path: Path | None) -> list[str]:
+    """The strongest path through features, as a summary line, where ``path`` (the strongest
+    token path) has no feature on it."""
     if path is not None and any(graph.nodes[n].kind == "feature" for n in path.nodes):
         return []
     through = strongest_token_path(graph, via_features=True)
