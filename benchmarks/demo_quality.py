@@ -16,7 +16,7 @@ import time
 import torch
 
 import tl_circuits as tc
-from tl_circuits.demo import PROMPTS, held_out_contexts
+from tl_circuits.demo import MAX_FEATURE_NODES, PROMPTS, held_out_contexts
 from tl_circuits.graph.describe import path_in_words, strongest_token_path
 from tl_circuits.loading import BUDGETS, dashboards_dir, default_model, demo_dir
 
@@ -40,12 +40,30 @@ def top_tokens(dash: tc.Dashboards | None, layer: int, index: int, n: int = 4) -
     return ", ".join(repr(p) for p in dict.fromkeys(peaks)) if peaks else ""
 
 
+def influence_split(graph: tc.Graph) -> tuple[float, float, float]:
+    """Shares of the end-to-end influence (as in ``Graph.scores``) that stop at token nodes, at
+    error nodes and at features without a computed row (their own inputs are not in the graph)."""
+    from tl_circuits.graph.influence import influence_from_edges, row_normalize_, target_seed
+    from tl_circuits.graph.nodes import kind_mask
+
+    rows, cols, vals = graph.edge_list()
+    norm = row_normalize_(rows, vals.to(torch.float64).abs(), graph.n_nodes)
+    inf = influence_from_edges(rows, cols, norm, target_seed(graph))
+    rowless = kind_mask(graph.node_kind, tc.NodeKind.FEATURE)
+    rowless[graph.rows_computed] = False
+    parts = [float(inf[kind_mask(graph.node_kind, tc.NodeKind.TOKEN)].sum()),
+             float(inf[kind_mask(graph.node_kind, tc.NodeKind.ERROR)].sum()), float(inf[rowless].sum())]
+    return tuple(x / sum(parts) for x in parts)  # type: ignore[return-value]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--transcoders", default=None)
     p.add_argument("--dashboards", default=None)
     p.add_argument("--top", type=int, default=10, help="features zeroed per prompt by check_graph")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out metrics")
+    p.add_argument("--rows", type=int, default=MAX_FEATURE_NODES["default"],
+                   help="feature rows per graph (the demo's by default; 0: every active feature)")
     args = p.parse_args()
     torch.set_grad_enabled(True)
     model = default_model()
@@ -66,11 +84,16 @@ def main() -> None:
               f"{sum(dead) / len(dead):.1%}, never firing {ev['mean_dead']:.1%}, top-1 agreement "
               f"{ev['top1_agreement']:.1%}, KL {ev['kl']:.3f} ({ev['n_tokens']} tokens, "
               f"{time.perf_counter() - t0:.0f} s)")
+    print(f"{args.rows or 'every active feature'} feature rows per graph")
     print("| prompt | top output (p) | full replacement / completeness | pruned | open-loop r: "
-          "paths / direct | switched |")
+          "paths / direct | switched | rows, attribution time | influence at tokens / errors / "
+          "row-less features |")
     paths = []
     for prompt in (*PROMPTS, *OTHER_PROMPTS):
-        graph = tc.attribute(model, transcoders, prompt, max_feature_nodes=256, progress=False)
+        t0 = time.perf_counter()
+        graph = tc.attribute(model, transcoders, prompt, max_feature_nodes=args.rows or None,
+                             progress=False)
+        took = time.perf_counter() - t0
         full = graph.scores()
         pruned = graph.prune(node_threshold=0.8, edge_threshold=0.98).scores()
         check = tc.check_graph(model, transcoders, graph, top=args.top, batch_size=args.top)
@@ -79,7 +102,9 @@ def main() -> None:
         print(f"| {prompt!r} | {top.label!r} ({top.probability:.2f}) | {full['replacement']:.2f} / "
               f"{full['completeness']:.2f} | {pruned['replacement']:.2f} / "
               f"{pruned['completeness']:.2f} | {check.pearson_path:.2f} / "
-              f"{check.pearson_open_loop:.2f} | {sw:.1f} |", flush=True)
+              f"{check.pearson_open_loop:.2f} | {sw:.1f} | {len(graph.rows_computed)}, {took:.1f} s | "
+              f"{' / '.join(f'{x:.2f}' for x in influence_split(graph))} |",
+              flush=True)
         words = []
         for via in (False, True):
             path_ = strongest_token_path(graph, via_features=via)

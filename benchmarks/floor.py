@@ -35,21 +35,43 @@ def floor(model, transcoders, tokens: list[int], graph: tc.Graph, batch_size: in
     state = run_replacement(host, transcoders, toks)
     layout = build_layout(state, toks, host.n_layers, has_bos=graph.settings["has_bos"],
                           n_targets=len(graph.targets))
+    reads = [target_reads(graph.target_vectors, len(tokens) - 1)]
+    if graph.n_features < layout.n_features:
+        # A feature pool: attribution read the targets once over every active feature, then
+        # kept the graph's features. Node ids are ids in that smaller layout.
+        reads.append(reads[0])
+        layout = layout.subset(pooled_ids(layout, graph))
     n_feat = layout.n_features
     rows = graph.rows_computed
-    reads = [target_reads(graph.target_vectors, len(tokens) - 1)]
     feats = rows[rows < n_feat]
     if sort_all:
         feats = feats.sort().values
     for lo in range(0, feats.numel(), batch_size):
         reads.append(feature_reads(layout, transcoders, feats[lo : lo + batch_size]))
     # The engine's own backward passes (batched frozen-attention products on the chunk's causal
-    # prefix), without its edge assembly: RowEngine._gradients per chunk.
+    # prefix), without its edge assembly: RowEngine.gradients per chunk.
     engine = RowEngine(state, layout, transcoders, batch_size, keep_writes=False)
     for r in reads:
         for lo in range(0, len(r.pos), batch_size):
             hi = lo + batch_size
-            engine._gradients(ReadOuts(r.layer[lo:hi], r.pos[lo:hi], r.vectors[lo:hi]))
+            engine.gradients(ReadOuts(r.layer[lo:hi], r.pos[lo:hi], r.vectors[lo:hi]))
+
+
+def pooled_ids(layout, graph: tc.Graph) -> torch.Tensor:
+    """Ids in the full ``layout`` of the graph's feature nodes (sorted, as the pool keeps them)."""
+    feats = graph.indices(tc.NodeKind.FEATURE)
+    width = int(max(layout.feat_idx.max(), graph.node_index[feats].max())) + 1
+    n_pos = int(layout.feat_pos.max()) + 1
+
+    def key(layer, pos, idx):
+        return (layer.long() * n_pos + pos.long()) * width + idx.long()
+
+    full = key(layout.feat_layer, layout.feat_pos, layout.feat_idx)
+    order = full.argsort()
+    want = key(graph.node_layer[feats], graph.node_position[feats], graph.node_index[feats])
+    at = torch.searchsorted(full[order], want)
+    assert torch.equal(full[order][at], want), "the graph's features are not this prompt's"
+    return order[at].sort().values
 
 
 def main() -> None:

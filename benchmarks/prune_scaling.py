@@ -1,4 +1,5 @@
-"""Time of attribute + prune and peak memory against prompt length (16 to 2,048 tokens).
+"""Time of attribute + prune and peak memory against prompt length (16 to 4,096 tokens; past 2,048
+the model is loaded with a context as long as the prompt).
 
 Each run is its own subprocess, so its peak resident memory (``ru_maxrss``) is its own. The model
 is SmolLM2 (``load_default``) with the cached demo transcoders (``--transcoders demo``, the
@@ -33,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 EVERY_FEATURE = 10**9  # a feature_pool no prompt reaches: every active feature stays a node
 
 
-def build(kind: str, transcoders: str):
+def build(kind: str, transcoders: str, n_ctx: int = 2048):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _setup import benchmark_transcoders, bos_prompt, random_model, random_transcoders
 
@@ -42,7 +43,7 @@ def build(kind: str, transcoders: str):
         return model, random_transcoders(model, d_sae=1024), "random 4-layer model", bos_prompt
     from tl_circuits.models import load_default
 
-    model = load_default()
+    model = load_default(n_ctx=max(2048, n_ctx))  # the default context is 2,048 tokens
     tcs, what = benchmark_transcoders(model, transcoders == "demo")
     return model, tcs, f"SmolLM2-135M-Instruct + {what}", bos_prompt
 
@@ -52,7 +53,7 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     from tl_circuits.attribution import engine
 
     engine.REFERENCE = args.reference_run
-    model, transcoders, what, prompt = build(args.model, args.transcoders)
+    model, transcoders, what, prompt = build(args.model, args.transcoders, length)
     tokens = prompt(model, length)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()

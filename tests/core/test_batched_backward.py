@@ -61,12 +61,13 @@ def _dense_rows(graph):
     return graph.adjacency.to_dense()[graph.rows_computed]
 
 
-def _both(model, transcoders, monkeypatch, prefix_step=4, **kw):
+def _both(model, transcoders, monkeypatch, prefix_step=4, lengths=None, **kw):
     """(batched graph, reference graph) of the long prompt; the batched one runs backward passes
-    on forward passes of prefixes in steps of ``prefix_step`` positions (checked to happen)."""
+    on forward passes of prefixes in steps of ``prefix_step`` positions (checked to happen; their
+    lengths are appended to ``lengths``)."""
     monkeypatch.setattr(frozen_attention, "_BLOCK", 4)
     monkeypatch.setattr(engine, "PREFIX_STEP", prefix_step)
-    lengths = []
+    lengths = [] if lengths is None else lengths
     run_prefix = frozen.run_prefix
 
     def counted(host, transcoders, tokens, patterns):
@@ -112,6 +113,21 @@ def test_batched_graph_equals_reference_float64(family, grouped, monkeypatch):
     fast, ref = _both(model, transcoders, monkeypatch, batch_size=6, max_feature_nodes=40,
                       feature_pool=60)
     assert fast.settings["feature_pool"] == 60
+    _assert_equal_graphs(fast, ref)
+
+
+def test_prefix_passes_are_bounded_on_long_prompts(monkeypatch):
+    """Past ``PREFIX_PASSES * PREFIX_STEP`` positions the step grows, so that at most
+    ``PREFIX_PASSES - 1`` prefix passes are kept whatever the prompt's length; graphs unchanged."""
+    n = len(LONG_PROMPT)
+    assert [engine.prefix_step(m) for m in (1, 2048, 2049, 4096, 8192)] == [256, 256, 512, 512, 1024]
+    monkeypatch.setattr(engine, "PREFIX_PASSES", 3)
+    monkeypatch.setattr(engine, "GROUP_FROM", n)
+    lengths: list[int] = []
+    fast, ref = _both(tiny_model("llama", seed=7), tiny_set("jumprelu_skip", seed=3), monkeypatch,
+                      prefix_step=2, lengths=lengths, batch_size=5)
+    assert engine.prefix_step(n) == 8  # 20 positions / 3 passes, rounded up to steps of 2
+    assert sorted(lengths) == [8, 16]
     _assert_equal_graphs(fast, ref)
 
 

@@ -232,7 +232,7 @@ def _side(engine: RowEngine, site: int, pos: int, head: int, d_head: int, layout
     parts = engine.rows(reads)[:, : layout.target_offset].detach().double().cpu().T
     if pos_embed is None:
         return parts
-    g_embed = engine._gradients(reads)[-1]  # the gradient at the embedding: d_head pos d_model
+    g_embed = engine.gradients(reads)[-1]  # the gradient at the embedding: d_head pos d_model
     if g_embed is None:
         return torch.cat([parts, parts.new_zeros(1, d_head)])
     by_pos = (g_embed * pos_embed[None]).sum(-1).detach().double().cpu()  # d_head pos

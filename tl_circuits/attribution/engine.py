@@ -54,6 +54,13 @@ GROUP_FROM = 256
 #: docs/performance.md for the measured choice.
 PREFIX_STEP = 256
 
+#: At most this many prefix lengths per prompt: on prompts longer than ``PREFIX_PASSES *
+#: PREFIX_STEP`` the step grows to ``n / PREFIX_PASSES`` (rounded up to a multiple of
+#: ``PREFIX_STEP``), so the kept prefix passes together hold the activations of at most
+#: ``(PREFIX_PASSES - 1) / 2`` prompts (3.5 at 8: about 0.9 GB at 2,048 tokens on SmolLM2), not a
+#: number growing with the prompt (15 passes, 7.5 prompts, at 4,096 tokens with a fixed step).
+PREFIX_PASSES = 8
+
 #: True: the straightforward backward passes (plain detached patterns, no prefix), the reference
 #: the batched ones are tested against (graphs equal to float64 round-off).
 REFERENCE = False
@@ -67,6 +74,11 @@ class ReadOuts:
     layer: list[int | None]
     pos: list[int]
     vectors: Float[torch.Tensor, "n d"]
+
+
+def prefix_step(n_pos: int) -> int:
+    """Prefix lengths are multiples of this for a prompt of ``n_pos`` positions."""
+    return max(1, -(-n_pos // (PREFIX_PASSES * PREFIX_STEP))) * PREFIX_STEP
 
 
 class RowEngine:
@@ -139,7 +151,7 @@ class RowEngine:
         state, layout = self.state, self.layout
         assert state.embed is not None and state.resid_final is not None
         n = len(reads.pos)
-        grads = self._gradients(reads)
+        grads = self.gradients(reads)
         # Gradients are zero past the prefix the read-outs reach: contract the prefix only.
         end = self._limit(reads) or layout.n_pos
         g_write = [None if g is None else g[:, :end] for g in grads[:-1]]
@@ -209,7 +221,7 @@ class RowEngine:
         n_pos = self.layout.n_pos
         if limit is None or self.state.prefix is None or any(la is not None and la < 0 for la in reads.layer):
             return self.state
-        length = -(-limit // PREFIX_STEP) * PREFIX_STEP
+        length = -(-limit // (step := prefix_step(n_pos))) * step
         if length >= n_pos:
             return self.state
         if length not in self._prefixes:
@@ -224,7 +236,7 @@ class RowEngine:
         assert tensor is not None
         return tensor
 
-    def _gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
+    def gradients(self, reads: ReadOuts) -> list[Float[torch.Tensor, "b pos d"] | None]:
         """Gradients of the read-outs at every write site and at the embeddings (None where no
         read-out reaches): one backward pass, vmapped over the read-outs when there are several.
         The position axis is that of the pass they ran on (a prefix of the prompt, or all of
