@@ -45,7 +45,7 @@ PROMPTS = (
 FEW_STEPS = 150
 #: Feature rows computed per graph (the rest of the active features stay leaves). With 256 rows
 #: 46 to 66% of the influence stopped at features without a row and the replacement scores were
-#: 0.32-0.62; with 2,048 rows (3 to 5 s a graph here) 6 to 27% and 0.55-0.70; every active
+#: 0.32-0.62; with 2,048 rows (3 to 5 s a graph here) 6 to 29% and 0.53-0.70; every active
 #: feature (4,400 to 13,700 rows, 5 to 38 s) scores about the same (docs/default-model.md).
 MAX_FEATURE_NODES: dict[str, int | None] = {"default": 2048, "small": 64}
 

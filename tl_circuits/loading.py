@@ -23,7 +23,7 @@ from tl_circuits.errors import ConfigError, FileFormatError
 #: for ``reuse`` steps (docs/default-model.md has the measurements behind these choices).
 BUDGETS: dict[str, dict[str, Any]] = {
     "default": dict(kind="topk", d_sae=1024, k=32, skip=True, steps=4000, batch=8, ctx_len=128,
-                    lr=3e-3, seed=0, minutes=6.0, reuse=4),
+                    lr=3e-3, seed=0, minutes=8.0, reuse=4),
     "small": dict(kind="topk", d_sae=256, k=16, steps=8, batch=4, ctx_len=64, lr=3e-3, seed=0),
 }
 DEMO_SETTINGS = BUDGETS["default"]
