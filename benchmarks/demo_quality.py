@@ -43,12 +43,10 @@ def top_tokens(dash: tc.Dashboards | None, layer: int, index: int, n: int = 4) -
 def influence_split(graph: tc.Graph) -> tuple[float, float, float]:
     """Shares of the end-to-end influence (as in ``Graph.scores``) that stop at token nodes, at
     error nodes and at features without a computed row (their own inputs are not in the graph)."""
-    from tl_circuits.graph.influence import influence_from_edges, row_normalize_, target_seed
+    from tl_circuits.graph.influence import node_influence
     from tl_circuits.graph.nodes import kind_mask
 
-    rows, cols, vals = graph.edge_list()
-    norm = row_normalize_(rows, vals.to(torch.float64).abs(), graph.n_nodes)
-    inf = influence_from_edges(rows, cols, norm, target_seed(graph))
+    inf = node_influence(graph)
     rowless = kind_mask(graph.node_kind, tc.NodeKind.FEATURE)
     rowless[graph.rows_computed] = False
     parts = [float(inf[kind_mask(graph.node_kind, tc.NodeKind.TOKEN)].sum()),
