@@ -8,7 +8,7 @@ read-outs, and each chunk is one backward pass vmapped over its read-outs
 backward pass of :mod:`tl_circuits.replacement.frozen_attention`: the read-outs become columns of
 one product with each pattern (no copy of it), and the pass runs on the chunk's causal prefix only
 (positions up to its last read-out; chunks hold rows sorted by layer and position): on a forward
-pass of that prefix (rounded up to ``PREFIX_STEP`` positions, made once per length, its patterns
+pass of that prefix (rounded up to :func:`prefix_step` positions, made once per length, its patterns
 views of the prompt's), so that the projections, norms and residual adds stop there too. The
 gradients at the write sites are contracted with every source's write vector.
 
@@ -216,7 +216,7 @@ class RowEngine:
     def _state_for(self, reads: ReadOuts) -> ReplacementState:
         """The forward pass the read-outs' backward pass runs on: the prompt's, or (batched path,
         causal patterns, read-outs at transcoder inputs or the final residual) that of the
-        shortest prefix in steps of ``PREFIX_STEP`` that holds them, made on first use."""
+        shortest prefix in steps of :func:`prefix_step` that holds them, made on first use."""
         limit = self._limit(reads)
         n_pos = self.layout.n_pos
         if limit is None or self.state.prefix is None or any(la is not None and la < 0 for la in reads.layer):
