@@ -116,3 +116,52 @@ def attribution_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     return parser
+
+
+def flop_counter() -> Any:
+    """A dispatch mode counting FLOPs with PyTorch's formulas (``torch.utils.flop_counter``), the
+    frozen-pattern products (``tl_circuits::frozen_pattern_vjp``) counted as the triangular blocks
+    they multiply; ``get_total_flops()`` as on ``FlopCounterMode``, whose module tracker breaks
+    ``autograd.grad`` over a forward pass run inside it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    from tl_circuits.replacement import frozen_attention
+
+    op = torch.ops.tl_circuits.frozen_pattern_vjp
+    if op not in flop_registry:
+        @register_flop_formula(op)
+        def _pattern_flops(pattern_shape, grad_shape, limit, causal, *args, out_shape=None, **kw) -> int:
+            n = pattern_shape[-1]
+            lim = min(limit, n)
+            batch = 1
+            for size in grad_shape[:-2]:
+                batch *= size
+            block = frozen_attention._BLOCK
+            pairs = sum((lim - lo) * min(block, lim - lo) for lo in range(0, lim, block)) if causal else n * n
+            return 2 * batch * pairs * grad_shape[-1]
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def get_total_flops(self) -> int:
+            return self.total
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    return Counter()
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int = 3) -> float:
+    """GFLOP/s of a float32 ``[m, k] @ [k, n]`` product on this machine (the best of ``repeats``
+    after one warm-up): the ceiling benchmarks compare their passes with."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    best = min(timed(lambda: a @ b, repeats))
+    return 2 * m * k * n / best / 1e9

@@ -22,6 +22,7 @@ docs/images/long_prompt.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -56,10 +57,16 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
     model, transcoders, what, prompt = build(args.model, args.transcoders, length)
     tokens = prompt(model, length)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    counter = contextlib.nullcontext()
+    if args.flops:
+        from _setup import flop_counter
+
+        counter = flop_counter()
     t0 = time.perf_counter()
-    graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=args.max_feature_nodes,
-                         feature_pool=pool, batch_size=args.batch_size, progress=args.progress,
-                         pattern_dtype=args.pattern_dtype)
+    with counter:
+        graph = tc.attribute(model, transcoders, tokens, max_feature_nodes=args.max_feature_nodes,
+                             feature_pool=pool, batch_size=args.batch_size, progress=args.progress,
+                             pattern_dtype=args.pattern_dtype)
     t1 = time.perf_counter()
     pruned = graph.prune()
     t2 = time.perf_counter()
@@ -69,6 +76,7 @@ def one(length: int, args: argparse.Namespace, pool: int | None) -> dict:
         "n_nodes": graph.n_nodes, "n_edges": int(graph.adjacency._nnz()),
         "pruned_nodes": pruned.n_nodes, "attribute_s": t1 - t0, "prune_s": t2 - t1,
         "peak_mb": peak / 1024, "model_mb": base_rss / 1024, **graph.scores(),
+        "gflop": counter.get_total_flops() / 1e9 if args.flops else None,
     }
 
 
@@ -79,10 +87,18 @@ def run(length: int, args: argparse.Namespace, pool: int | None, reference: bool
     cmd += ["--progress"] if args.progress else []
     cmd += ["--reference-run"] if reference else []
     cmd += ["--pattern-dtype", args.pattern_dtype] if args.pattern_dtype else []
+    cmd += ["--flops"] if args.flops else []
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     print(f"  {length} tokens, pool {pool or 'default'}{' (reference backward)' * reference}: attribute {result['attribute_s']:.1f}s "
           f"prune {result['prune_s']:.2f}s peak {result['peak_mb']:.0f} MB", flush=True)
+    if result["gflop"] is not None:
+        from _setup import matmul_rate
+
+        rate = matmul_rate(2048, 2048, 2048)
+        print(f"  attribution counted {result['gflop'] / 1e3:,.1f} TFLOP ({result['gflop'] / result['attribute_s']:.0f} "
+              f"GFLOP/s); at this machine's float32 product rate ({rate:.0f} GFLOP/s, 2,048 square) "
+              f"they take at least {result['gflop'] / rate:.0f} s", flush=True)
     return result
 
 
@@ -100,6 +116,9 @@ def main() -> None:
                         help="baseline: the straightforward backward passes, not every feature kept")
     parser.add_argument("--pattern-dtype", choices=("bfloat16", "float16"), default=None,
                         help="attribute(..., pattern_dtype=): frozen patterns held in 16 bits")
+    parser.add_argument("--flops", action="store_true",
+                        help="count attribution's FLOPs (PyTorch's counter) and the time they need "
+                             "at this machine's matrix-product rate")
     parser.add_argument("--reference-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pool", type=int, help=argparse.SUPPRESS)

@@ -28,7 +28,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 DEMO_SETTINGS = BUDGETS["default"]
 #: Names the default corpus in the cache folders (a new corpus trains a new set).
-CORPUS_VERSION = "facts2"
+CORPUS_VERSION = "facts-gen1"
 
 
 def train_settings(budget: str) -> dict[str, Any]:

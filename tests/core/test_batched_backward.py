@@ -131,6 +131,29 @@ def test_prefix_passes_are_bounded_on_long_prompts(monkeypatch):
     _assert_equal_graphs(fast, ref)
 
 
+def test_long_chunks_keep_read_outs_times_positions_bounded(monkeypatch):
+    """On the grouped path a chunk holds at most ``CHUNK_POSITIONS // pass length`` read-outs
+    (one at least): many at early positions, one near the end; graphs unchanged."""
+    monkeypatch.setattr(engine, "GROUP_FROM", len(LONG_PROMPT))
+    monkeypatch.setattr(engine, "CHUNK_POSITIONS", 24)
+    seen: list[tuple[int, int]] = []
+    chunk_rows = engine.RowEngine._chunk_rows
+
+    def spy(self, reads):
+        if not engine.REFERENCE:  # _both also builds the reference graph
+            seen.append((len(reads.pos), max(reads.pos)))
+        return chunk_rows(self, reads)
+
+    monkeypatch.setattr(engine.RowEngine, "_chunk_rows", spy)
+    fast, ref = _both(tiny_model("llama", seed=7), tiny_set("jumprelu_skip", seed=3), monkeypatch,
+                      prefix_step=4, batch_size=8)
+    _assert_equal_graphs(fast, ref)
+    lengths = [(size, min(-(-(last + 1) // 4) * 4, len(LONG_PROMPT))) for size, last in seen]
+    assert all(size == 1 or size * length <= 24 for size, length in lengths)
+    assert any(size == 6 for size, length in lengths if length == 4)  # early rows: 6 a pass
+    assert all(size == 1 for size, length in lengths if length == 20)  # the last positions: 1
+
+
 @pytest.mark.parametrize("kind", ["hf", "bridge", pytest.param("nnsight", marks=pytest.mark.slow),
                                   pytest.param("bridge_compat", marks=pytest.mark.slow)])
 def test_every_host_routes_its_patterns_and_matches_the_reference(kind, tmp_path, monkeypatch):

@@ -47,6 +47,14 @@ VMAP_BELOW = 2**18
 #: chunks across layers 0.53 at 128 positions, 1.12 at 512; grouped by layer 0.40 at 512.
 GROUP_FROM = 256
 
+#: On that grouped path a chunk's read-outs times the positions of its pass stay at most this
+#: many (``batch`` still bounds the read-outs; one read-out always goes): the pass's gradients are
+#: ``read-outs x positions x d_model`` at every layer, and once they outgrow the caches a bigger
+#: chunk costs more per row, not less. Measured on SmolLM2 (``benchmarks/chunk_size.py``, 2,048
+#: tokens, rows of layer 15), ms per row for chunks of 1 / 2 / 4 / 8 / 16: positions below 1,024:
+#: 230 / 227 / 217 / 212 / 302; below 2,048: 621 / 591 / 545 / 688 / 819.
+CHUNK_POSITIONS = 8192
+
 #: A chunk whose read-outs stop before position ``n - PREFIX_STEP`` runs its backward pass on a
 #: forward pass of its causal prefix only (rounded up to a multiple of ``PREFIX_STEP``; one such
 #: pass per length, kept for the engine's life, its patterns views of the prompt's): every layer's
@@ -133,15 +141,20 @@ class RowEngine:
         the chunk's deepest layer and last position, so from ``GROUP_FROM`` positions on the
         batched path groups read-outs of one layer (sorted by position, so each chunk's causal
         prefix is short where it can be); below it, and on the reference path, they go in order,
-        ``batch`` at a time (one at a time on a reference path that is not vmapped)."""
+        ``batch`` at a time (one at a time on a reference path that is not vmapped). Grouped chunks
+        also keep read-outs x pass positions within :data:`CHUNK_POSITIONS`."""
         n = len(reads.pos)
         if not self.fast or self.layout.n_pos < GROUP_FROM:
             step = self.batch if self.vmapped else 1
             return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
         key = [(self.n_layers if la is None else la, p) for la, p in zip(reads.layer, reads.pos, strict=True)]
+        step = prefix_step(self.layout.n_pos)
         chunks: list[list[int]] = []
         for i in sorted(range(n), key=key.__getitem__):
-            if chunks and len(chunks[-1]) < self.batch and key[chunks[-1][0]][0] == key[i][0]:
+            # the pass of a chunk ending with read-out i runs on this many positions
+            length = min(-(-(key[i][1] + 1) // step) * step, self.layout.n_pos)
+            if (chunks and len(chunks[-1]) < self.batch and key[chunks[-1][0]][0] == key[i][0]
+                    and (len(chunks[-1]) + 1) * length <= CHUNK_POSITIONS):
                 chunks[-1].append(i)
             else:
                 chunks.append([i])

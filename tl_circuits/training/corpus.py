@@ -2,11 +2,12 @@
 
 The default corpus (:func:`default_texts`) is English that needs no download: short encyclopedic
 paragraphs about countries, landmarks, athletes, people and everyday reasoning written from the
-fact tables of :mod:`tl_circuits.training.facts` (about 40k SmolLM2 tokens), shuffled with the
-documentation topics of ``pydoc_data`` that ship with every Python (about 110k tokens of prose).
-Text the model writes itself from varied seed prompts (:func:`generated_corpus`) was measured at
-14 tokens/s on the shared 2-core machine, too slow for the demo's time budget; see
-docs/training.md.
+fact tables of :mod:`tl_circuits.training.facts` (about 40k SmolLM2 tokens), shuffled with prose
+SmolLM2 wrote itself from varied openings, shipped in the package
+(:mod:`tl_circuits.training.generated`, about 117k tokens). Until 0.2 the prose part was Python's
+pydoc topics; the generated prose trains transcoders that score better on both corpora's held-out
+text and on the demo's graphs (docs/default-model.md). :func:`generated_corpus` samples new text
+from any model at run time (slow on a CPU: docs/training.md).
 """
 
 from __future__ import annotations
@@ -23,33 +24,13 @@ from jaxtyping import Int
 
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError
+from tl_circuits.training.generated import SEEDS, shipped_texts
 from tl_circuits.training.sources import pack_contexts, read_all
 
 CACHE_ENV = "TL_CIRCUITS_CACHE"
 
-#: Seed prompts for the default corpus: encyclopedic openings across many topics, so the
-#: transcoders see the kind of text attribution prompts are made of ("The capital of France is").
-SEED_PROMPTS: tuple[str, ...] = (
-    "The capital of France is", "The capital of Japan is", "Paris is a city", "The river Nile",
-    "Berlin is the capital of", "The largest country in Africa is", "Mount Everest is",
-    "The Roman Empire", "In 1969, astronauts", "The French Revolution began", "Shakespeare wrote",
-    "The theory of evolution", "Photosynthesis is the process", "Water boils at",
-    "The human heart", "Electricity is", "A prime number is", "The Pacific Ocean",
-    "The history of Spain", "Italy is known for", "The population of China", "Albert Einstein was",
-    "The Great Wall of China", "Canada borders", "The official language of Brazil is",
-    "The currency of the United Kingdom is", "Marie Curie discovered", "The moon orbits",
-    "Dogs are", "The recipe calls for", "Once upon a time,", "She opened the door and",
-    "Here are three tips for", "To solve this equation,", "The opposite of hot is",
-    "Q: What is the capital of Germany?\nA:", "Q: Who painted the Mona Lisa?\nA:",
-    "Write a short story about", "The weather today is", "My favourite book is",
-    "The meeting will be held in", "Football is a sport", "The Amazon rainforest",
-    "The United Nations was founded", "Computers use", "The planet Mars", "London is the",
-    "Madrid, the capital of", "Tokyo has a population of", "The Eiffel Tower was built",
-    "In the morning, I", "The President of the United States", "Music is",
-    "The ancient Greeks believed", "A triangle has", "The Industrial Revolution",
-    "Vaccines work by", "The city of Rome", "Australia is a country", "The best way to learn",
-    "The Olympic Games", "Climate change is", "The Moon landing", "Chocolate is made from",
-)
+#: Openings :func:`generated_corpus` continues (those of the shipped generated prose).
+SEED_PROMPTS: tuple[str, ...] = SEEDS
 
 
 def cache_home() -> Path:
@@ -97,7 +78,7 @@ def tokenize_contexts(
 
 def default_texts(model: Any = None, *, progress: bool = True) -> list[str]:
     """The default offline corpus: the fact paragraphs of :func:`tl_circuits.training.facts.fact_texts`
-    and Python's documentation topics (``pydoc_data.topics``, one text per topic), shuffled
+    and the prose SmolLM2 wrote (:func:`tl_circuits.training.generated.shipped_texts`), shuffled
     together in a fixed order (so the held-out tail has both). ``model`` and ``progress`` are
     accepted for symmetry with :func:`generated_corpus` and unused.
 
@@ -107,11 +88,10 @@ def default_texts(model: Any = None, *, progress: bool = True) -> list[str]:
         True
     """
     import random
-    from pydoc_data.topics import topics
 
     from tl_circuits.training.facts import fact_texts
 
-    texts = fact_texts() + [topics[name] for name in sorted(topics)]
+    texts = fact_texts() + shipped_texts()
     random.Random(0).shuffle(texts)
     return texts
 
