@@ -262,7 +262,7 @@ def test_demo_budget_trains_for_minutes_in_a_folder_named_by_its_settings():
     assert settings["time_budget"] == 60 * BUDGETS["default"]["minutes"]
     assert "minutes" not in settings and settings["reuse"] == BUDGETS["default"]["reuse"]
     name = demo_dir("default").name
-    assert name.endswith(f"-m{BUDGETS['default']['minutes']:g}-r{BUDGETS['default']['reuse']}-facts2")
+    assert name.endswith(f"-m{BUDGETS['default']['minutes']:g}-r{BUDGETS['default']['reuse']}-facts-gen1")
     assert "time_budget" not in train_settings("small")
 
 
