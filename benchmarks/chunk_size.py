@@ -27,18 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def best_of(fn, repeats: int = 2) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
-    from _setup import benchmark_transcoders, bos_prompt, flop_counter, matmul_rate
+    from _setup import benchmark_transcoders, bos_prompt, flop_counter, matmul_rate, timed
 
     from tl_circuits.attribution.engine import RowEngine, feature_reads
     from tl_circuits.attribution.layout import build_layout
@@ -78,7 +68,8 @@ def main() -> None:
             if chosen.numel() < size:
                 continue
             reads = feature_reads(layout, transcoders, chosen)
-            took = best_of(lambda: engine.gradients(reads))  # noqa: B023 - called right here
+            engine.gradients(reads)  # warm-up
+            took = min(timed(lambda: engine.gradients(reads), 2))  # noqa: B023 - called right here
             with flop_counter() as counter:
                 engine.gradients(reads)
             flops = counter.get_total_flops()

@@ -148,11 +148,9 @@ class RowEngine:
             step = self.batch if self.vmapped else 1
             return [list(range(lo, min(lo + step, n))) for lo in range(0, n, step)]
         key = [(self.n_layers if la is None else la, p) for la, p in zip(reads.layer, reads.pos, strict=True)]
-        step = prefix_step(self.layout.n_pos)
         chunks: list[list[int]] = []
         for i in sorted(range(n), key=key.__getitem__):
-            # the pass of a chunk ending with read-out i runs on this many positions
-            length = min(-(-(key[i][1] + 1) // step) * step, self.layout.n_pos)
+            length = self._pass_length(key[i][1] + 1)  # a chunk ending with read-out i
             if (chunks and len(chunks[-1]) < self.batch and key[chunks[-1][0]][0] == key[i][0]
                     and (len(chunks[-1]) + 1) * length <= CHUNK_POSITIONS):
                 chunks[-1].append(i)
@@ -234,12 +232,18 @@ class RowEngine:
         n_pos = self.layout.n_pos
         if limit is None or self.state.prefix is None or any(la is not None and la < 0 for la in reads.layer):
             return self.state
-        length = -(-limit // (step := prefix_step(n_pos))) * step
+        length = self._pass_length(limit)
         if length >= n_pos:
             return self.state
         if length not in self._prefixes:
             self._prefixes[length] = self.state.prefix(length)
         return self._prefixes[length]
+
+    def _pass_length(self, limit: int) -> int:
+        """Positions of the forward pass that read-outs reaching ``limit`` positions run on: the
+        prefix rounded up to a multiple of :func:`prefix_step`, at most the prompt."""
+        step = prefix_step(self.layout.n_pos)
+        return min(-(-limit // step) * step, self.layout.n_pos)
 
     def _site(self, state: ReplacementState, site: int | None) -> Float[torch.Tensor, "batch pos d"]:
         """:meth:`read_tensor` of the prompt's pass, or the same site of a prefix's."""
