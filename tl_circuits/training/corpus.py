@@ -24,7 +24,7 @@ from jaxtyping import Int
 
 from tl_circuits._atomic import atomic_path
 from tl_circuits.errors import ConfigError
-from tl_circuits.training.generated import SEEDS, shipped_texts
+from tl_circuits.training.generated import SEEDS, sample_rounds, shipped_texts
 from tl_circuits.training.sources import pack_contexts, read_all
 
 CACHE_ENV = "TL_CIRCUITS_CACHE"
@@ -110,7 +110,6 @@ def generated_corpus(
     The cache file is keyed by the model's name, its settings and the seed list, so another model
     or setting generates afresh.
     """
-    from tqdm.auto import tqdm
 
     name = str(getattr(model.cfg, "model_name", "model"))
     key = hashlib.sha256(
@@ -120,19 +119,16 @@ def generated_corpus(
     path = directory / f"generated-{name}-{key}.json"
     if path.is_file():
         return list(json.loads(path.read_text(encoding="utf-8"))["texts"])
-    texts: list[str] = []
-    gen = torch.Generator().manual_seed(seed)
     per_round = len(SEED_PROMPTS) * max_new_tokens
-    rounds = max(1, -(-n_tokens // per_round))
     torch.manual_seed(seed)
-    for _ in tqdm(range(rounds), desc="generating default corpus", disable=not progress):
-        order = torch.randperm(len(SEED_PROMPTS), generator=gen).tolist()
-        prompts = [SEED_PROMPTS[i] for i in order]
+
+    def sample(prompts: list[str]) -> list[str]:
         with torch.no_grad():
-            texts += model.generate(
-                prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
-                verbose=False, use_past_kv_cache=True,
-            )
+            return model.generate(prompts, max_new_tokens=max_new_tokens, do_sample=True,
+                                  temperature=1.0, verbose=False, use_past_kv_cache=True)
+
+    texts = sample_rounds(SEED_PROMPTS, max(1, -(-n_tokens // per_round)), sample, seed=seed,
+                          desc="generating default corpus", progress=progress)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"model": name, "texts": texts}), encoding="utf-8")
     return texts

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,31 +73,43 @@ SETTINGS: dict[str, Any] = dict(rounds=7, max_new_tokens=192, temperature=0.8, t
                                 repetition_penalty=1.1, seed=0)
 
 
+def sample_rounds(
+    seeds: Sequence[str], rounds: int, sample: Callable[[list[str]], list[str]], *, seed: int = 0,
+    desc: str = "generating", progress: bool = True,
+) -> list[str]:
+    """``rounds`` calls of ``sample`` (a batch of prompts -> their texts), each on all the seeds in
+    an order drawn with ``seed``; the texts of every round, in order."""
+    from tqdm.auto import tqdm
+
+    order_gen = torch.Generator().manual_seed(seed)
+    texts: list[str] = []
+    for _ in tqdm(range(rounds), desc=desc, unit="round", disable=not progress):
+        texts += sample([seeds[int(i)] for i in torch.randperm(len(seeds), generator=order_gen).tolist()])
+    return texts
+
+
 def generate_texts(
     hf_model: Any, tokenizer: Any, seeds: Sequence[str] = SEEDS, *, rounds: int = 7,
     max_new_tokens: int = 192, temperature: float = 0.8, top_p: float = 0.95,
     repetition_penalty: float = 1.1, seed: int = 0, progress: bool = True,
 ) -> list[str]:
     """Each seed continued ``rounds`` times by a Hugging Face causal LM, all seeds of a round in
-    one left-padded batch (in an order drawn with ``seed``); the texts include their seeds. The
-    sampling draws from torch's global generator: seed it first for repeatable text."""
-    from tqdm.auto import tqdm
-
+    one left-padded batch (:func:`sample_rounds`); the texts include their seeds. The sampling
+    draws from torch's global generator: seed it first for repeatable text."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    order_gen = torch.Generator().manual_seed(seed)
-    texts: list[str] = []
-    for _ in tqdm(range(rounds), desc="generating", unit="round", disable=not progress):
-        prompts = [seeds[i] for i in torch.randperm(len(seeds), generator=order_gen).tolist()]
+
+    def sample(prompts: list[str]) -> list[str]:
         enc = tokenizer(prompts, return_tensors="pt", padding=True)
         with torch.no_grad():
             out = hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True,
                                     temperature=temperature, top_p=top_p,
                                     repetition_penalty=repetition_penalty,
                                     pad_token_id=tokenizer.pad_token_id)
-        texts += [tokenizer.decode(row, skip_special_tokens=True) for row in out]
-    return texts
+        return [tokenizer.decode(row, skip_special_tokens=True) for row in out]
+
+    return sample_rounds(seeds, rounds, sample, seed=seed, progress=progress)
 
 
 def write_texts(path: str | Path, texts: Sequence[str], **meta: Any) -> None:
